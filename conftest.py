@@ -1,0 +1,1 @@
+"""Makes the project's top-level packages importable in tests."""

@@ -1,0 +1,131 @@
+"""Table definitions (SQLAlchemy Core): the source-table contract and the result tables."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mssql, mysql
+
+from core.settings import Settings
+from db.identifiers import check_identifier, error_column
+
+DETAILED_TABLE = "lstm_predictions_detailed"
+SUMMARY_TABLE = "lstm_batch_summary"
+RESULTS_TABLE = "anomaly_detection_results"
+CHECKPOINT_TABLE = "lstm_scheduler_checkpoint"
+EVENTS_VIEW = "anomaly_events"
+
+# Portable types that map to what each database does best.
+Timestamp = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql").with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+Id = sa.Unicode(64)
+Text = sa.Unicode(1000)
+Score = sa.Double()
+
+
+@dataclass(frozen=True)
+class Tables:
+    """All tables of one configuration, bound to one MetaData."""
+
+    metadata: sa.MetaData
+    source: sa.Table
+    detailed: sa.Table
+    summary: sa.Table
+    results: sa.Table
+    checkpoint: sa.Table
+    error_columns: tuple[str, ...]
+
+    @property
+    def result_tables(self) -> tuple[sa.Table, ...]:
+        return (self.detailed, self.summary, self.results, self.checkpoint)
+
+
+def build_tables(settings: Settings) -> Tables:
+    """Tables for the configured source table, features and the fixed result tables."""
+    src = settings.source
+    metadata = sa.MetaData()
+    features = [check_identifier(f, "feature column") for f in settings.data.features]
+    label = [sa.Column(check_identifier(src.label_column, "label column"), sa.SmallInteger)] if src.label_column else []
+    ts_col = check_identifier(src.timestamp_column, "timestamp column")
+    id_col = check_identifier(src.compressor_column, "compressor column")
+    source = sa.Table(
+        check_identifier(src.table, "source table"),
+        metadata,
+        sa.Column(ts_col, Timestamp, nullable=False),
+        sa.Column(id_col, Id, nullable=False),
+        *[sa.Column(f, Score) for f in features],
+        *label,
+        sa.Index(f"ix_{src.table}_compressor_time".replace(" ", "_"), id_col, ts_col),
+    )
+    error_columns = tuple(error_column(f) for f in features)
+    detailed = sa.Table(
+        DETAILED_TABLE,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("batch_id", sa.Unicode(40), nullable=False),
+        sa.Column("compressor_id", Id, nullable=False),
+        sa.Column("window_end", Timestamp, nullable=False),
+        sa.Column("model_version", sa.Unicode(40), nullable=False),
+        sa.Column("score", Score, nullable=False),
+        sa.Column("threshold", Score, nullable=False),
+        sa.Column("is_anomaly", sa.Boolean, nullable=False),
+        sa.Column("consecutive_count", sa.Integer, nullable=False),
+        sa.Column("triggered", sa.Boolean, nullable=False),
+        sa.Column("top_features", sa.Unicode(200)),
+        *[sa.Column(c, Score) for c in error_columns],
+        sa.Column("created_at", Timestamp, nullable=False),
+        sa.UniqueConstraint("compressor_id", "window_end", "model_version", name="uq_detailed_window"),
+        sa.Index("ix_detailed_compressor_time", "compressor_id", "window_end"),
+    )
+    summary = sa.Table(
+        SUMMARY_TABLE,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("batch_id", sa.Unicode(40), nullable=False),
+        sa.Column("compressor_id", Id, nullable=False),
+        sa.Column("mode", sa.Unicode(16), nullable=False),
+        sa.Column("range_start", Timestamp),
+        sa.Column("range_end", Timestamp),
+        sa.Column("rows_read", sa.Integer, nullable=False),
+        sa.Column("windows_scored", sa.Integer, nullable=False),
+        sa.Column("anomaly_points", sa.Integer, nullable=False),
+        sa.Column("triggered_events", sa.Integer, nullable=False),
+        sa.Column("rows_rejected", sa.Integer, nullable=False),
+        sa.Column("rejection_reasons", Text),
+        sa.Column("gaps", sa.Integer, nullable=False),
+        sa.Column("model_version", sa.Unicode(40)),
+        sa.Column("duration_s", Score, nullable=False),
+        sa.Column("status", sa.Unicode(16), nullable=False),
+        sa.Column("message", Text),
+        sa.Column("started_at", Timestamp, nullable=False),
+        sa.Column("finished_at", Timestamp, nullable=False),
+        sa.Index("ix_summary_compressor_time", "compressor_id", "started_at"),
+    )
+    results = sa.Table(
+        RESULTS_TABLE,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("compressor_id", Id, nullable=False),
+        sa.Column("timestamp", Timestamp, nullable=False),
+        sa.Column("model_version", sa.Unicode(40), nullable=False),
+        sa.Column("score", Score, nullable=False),
+        sa.Column("is_anomaly", sa.Boolean, nullable=False),
+        sa.UniqueConstraint("compressor_id", "timestamp", "model_version", name="uq_results_point"),
+    )
+    checkpoint = sa.Table(
+        CHECKPOINT_TABLE,
+        metadata,
+        sa.Column("compressor_id", Id, primary_key=True),
+        sa.Column("last_timestamp", Timestamp),
+        sa.Column("consecutive_count", sa.Integer, nullable=False, default=0),
+        sa.Column("model_version", sa.Unicode(40)),
+        sa.Column("lease_owner", sa.Unicode(100)),
+        sa.Column("lease_expires_at", Timestamp),
+        sa.Column("updated_at", Timestamp, nullable=False),
+    )
+    return Tables(metadata, source, detailed, summary, results, checkpoint, error_columns)
+
+
+def create_all(engine: sa.Engine, tables: Tables, include_source: bool = True) -> None:
+    """Create missing tables (never alters or drops existing ones)."""
+    wanted = list(tables.result_tables) + ([tables.source] if include_source else [])
+    tables.metadata.create_all(engine, tables=wanted, checkfirst=True)

@@ -1,0 +1,110 @@
+"""Reading telemetry from the source table: only the needed columns and rows, streamed in chunks."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import sqlalchemy as sa
+
+from core.errors import DataValidationError
+from core.settings import Settings
+from db.schema import Tables
+
+
+def check_source_columns(conn: sa.Connection, tables: Tables, settings: Settings) -> None:
+    """Raise DataValidationError naming the source table's missing columns."""
+    inspector = sa.inspect(conn)
+    name = tables.source.name
+    if not inspector.has_table(name):
+        raise DataValidationError(f"source table {name!r} does not exist")
+    present = {c["name"].lower() for c in inspector.get_columns(name)}
+    optional = {settings.source.label_column} if settings.source.label_column else set()
+    missing = [c.name for c in tables.source.columns if c.name.lower() not in present and c.name not in optional]
+    if missing:
+        raise DataValidationError(f"source table {name!r} lacks column(s): {', '.join(missing)}")
+
+
+def list_compressors(conn: sa.Connection, tables: Tables, settings: Settings) -> list[str]:
+    """Distinct compressor ids in the source table, sorted."""
+    column = tables.source.c[settings.source.compressor_column]
+    return sorted(str(v) for v in conn.execute(sa.select(column).distinct()).scalars())
+
+
+def _columns(tables: Tables, settings: Settings, with_label: bool) -> list[sa.Column]:
+    src = settings.source
+    names = [src.timestamp_column, *settings.data.features]
+    if with_label and src.label_column:
+        names.append(src.label_column)
+    return [tables.source.c[n] for n in names]
+
+
+def read_rows(
+    conn: sa.Connection,
+    tables: Tables,
+    settings: Settings,
+    compressor_id: str,
+    after: datetime | None = None,
+    until: datetime | None = None,
+    with_label: bool = False,
+) -> pd.DataFrame:
+    """Rows of one compressor with after < timestamp <= until, in time order, fetched in chunks."""
+    src = settings.source
+    ts = tables.source.c[src.timestamp_column]
+    stmt = sa.select(*_columns(tables, settings, with_label)).where(tables.source.c[src.compressor_column] == compressor_id)
+    if after is not None:
+        stmt = stmt.where(ts > after)
+    if until is not None:
+        stmt = stmt.where(ts <= until)
+    stmt = stmt.order_by(ts)
+    result = conn.execution_options(yield_per=settings.scheduler.read_chunk_rows).execute(stmt)
+    parts = [pd.DataFrame(chunk, columns=list(result.keys())) for chunk in result.partitions()]
+    if not parts:
+        return pd.DataFrame(columns=[c.name for c in _columns(tables, settings, with_label)])
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def read_context(
+    conn: sa.Connection, tables: Tables, settings: Settings, compressor_id: str, at_or_before: datetime, rows: int
+) -> pd.DataFrame:
+    """The last `rows` rows at or before a timestamp (window context for the first new rows)."""
+    src = settings.source
+    ts = tables.source.c[src.timestamp_column]
+    stmt = (
+        sa.select(*_columns(tables, settings, False))
+        .where(tables.source.c[src.compressor_column] == compressor_id, ts <= at_or_before)
+        .order_by(ts.desc())
+        .limit(rows)
+    )
+    result = conn.execute(stmt)
+    frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    return frame.iloc[::-1].reset_index(drop=True)
+
+
+def count_rows_after(conn: sa.Connection, tables: Tables, settings: Settings, compressor_id: str, after: datetime | None) -> int:
+    """Rows waiting after a checkpoint."""
+    src = settings.source
+    stmt = sa.select(sa.func.count()).select_from(tables.source).where(tables.source.c[src.compressor_column] == compressor_id)
+    if after is not None:
+        stmt = stmt.where(tables.source.c[src.timestamp_column] > after)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def time_bounds(conn: sa.Connection, tables: Tables, settings: Settings) -> tuple[datetime | None, datetime | None]:
+    """Earliest and latest timestamp in the source table."""
+    ts = tables.source.c[settings.source.timestamp_column]
+    low, high = conn.execute(sa.select(sa.func.min(ts), sa.func.max(ts))).one()
+    return low, high
+
+
+def write_telemetry(engine: sa.Engine, tables: Tables, frame: pd.DataFrame, chunk_rows: int = 50_000, progress=None) -> int:
+    """Append telemetry rows (columns named as in the source table) in one transaction."""
+    from db.results import insert_frame
+
+    columns = [c.name for c in tables.source.columns if c.name in frame.columns]
+    written = 0
+    with engine.begin() as conn:
+        for start in range(0, len(frame), chunk_rows):
+            written += insert_frame(conn, tables.source, frame.iloc[start : start + chunk_rows][columns])
+            if progress:
+                progress(written, len(frame))
+    return written

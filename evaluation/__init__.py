@@ -1,0 +1,1 @@
+"""Offline evaluation of detectors against labelled data: score, point and event metrics."""

@@ -1,0 +1,1 @@
+"""Detectors, training, thresholds and model artifacts."""

@@ -1,0 +1,98 @@
+"""Fast inference: each window goes through the shared encoder and only its own decoder head.
+
+The routed Keras model computes every head for every window. Here the weights are read out of
+that model once and an XLA-compiled function evaluates encoder + one head on fixed-size
+batches (the last one padded, so nothing is retraced). It returns per-feature squared errors
+directly, so the full reconstruction never leaves the compiled function.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from models.autoencoder import head_layer_names, n_heads_of
+
+DEFAULT_BATCH = 2048
+
+
+def _lstm_sequence(inputs_projected, recurrent_kernel, units: int, steps: int):
+    """Run an LSTM given its inputs already multiplied by the kernel (+bias), time-major."""
+    batch = tf.shape(inputs_projected)[1]
+    h = tf.zeros((batch, units), inputs_projected.dtype)
+    c = tf.zeros((batch, units), inputs_projected.dtype)
+    outputs = []
+    for t in range(steps):
+        z = inputs_projected[t] + tf.matmul(h, recurrent_kernel)
+        i, f, g, o = tf.split(z, 4, axis=-1)
+        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        outputs.append(h)
+    return outputs
+
+
+def _lstm_repeated_input(input_projected, recurrent_kernel, units: int, steps: int):
+    """LSTM whose input is the same vector at every step (RepeatVector): project it once."""
+    batch = tf.shape(input_projected)[0]
+    h = tf.zeros((batch, units), input_projected.dtype)
+    c = tf.zeros((batch, units), input_projected.dtype)
+    outputs = []
+    for _ in range(steps):
+        z = input_projected + tf.matmul(h, recurrent_kernel)
+        i, f, g, o = tf.split(z, 4, axis=-1)
+        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        outputs.append(h)
+    return outputs
+
+
+def _make_error_function(steps: int):
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def feature_errors(windows, encoder, head):
+        (k1, r1, b1), (k2, r2, b2), (kc, bc) = encoder
+        (k3, r3, b3), (k4, r4, b4), (ko, bo) = head
+        time_major = tf.transpose(windows, (1, 0, 2))  # (steps, batch, features)
+        projected = tf.einsum("tbf,fg->tbg", time_major, k1) + b1
+        h1 = tf.stack(_lstm_sequence(projected, r1, r1.shape[0], steps))
+        projected = tf.einsum("tbu,ug->tbg", h1, k2) + b2
+        h2 = _lstm_sequence(projected, r2, r2.shape[0], steps)[-1]
+        code = tf.matmul(h2, kc) + bc
+        h3 = tf.stack(_lstm_repeated_input(tf.matmul(code, k3) + b3, r3, r3.shape[0], steps))
+        projected = tf.einsum("tbu,ug->tbg", h3, k4) + b4
+        h4 = tf.stack(_lstm_sequence(projected, r4, r4.shape[0], steps))
+        reconstruction = tf.einsum("tbu,uf->tbf", h4, ko) + bo
+        return tf.reduce_mean(tf.square(reconstruction - time_major), axis=0)  # (batch, features)
+
+    return feature_errors
+
+
+class HeadwiseReconstructor:
+    """Per-feature reconstruction errors computed with the needed decoder head only."""
+
+    def __init__(self, model, batch_size: int = DEFAULT_BATCH) -> None:
+        _, self.steps, self.n_features = model.input[0].shape
+        self.batch_size = int(batch_size)
+        self.n_heads = n_heads_of(model)
+        self._encoder = tuple(
+            tuple(tf.constant(w) for w in model.get_layer(name).get_weights())
+            for name in ("encoder_lstm_1", "encoder_lstm_2", "encoder_code")
+        )
+        self._heads = [
+            tuple(tuple(tf.constant(w) for w in model.get_layer(name).get_weights()) for name in head_layer_names(h)[1:])
+            for h in range(self.n_heads)
+        ]
+        self._errors = _make_error_function(self.steps)
+
+    def feature_errors(self, windows: np.ndarray, head: int) -> np.ndarray:
+        """(n, steps, features) scaled windows of one compressor -> (n, features) mean squared errors."""
+        if not 0 <= head < self.n_heads:
+            raise IndexError(f"head {head} out of range 0..{self.n_heads - 1}")
+        windows = np.asarray(windows, dtype=np.float32)
+        n = len(windows)
+        out = np.empty((n, self.n_features), dtype=np.float32)
+        for start in range(0, n, self.batch_size):
+            chunk = windows[start : start + self.batch_size]
+            size = len(chunk)
+            if size < self.batch_size:
+                chunk = np.concatenate([chunk, np.zeros((self.batch_size - size, *chunk.shape[1:]), np.float32)])
+            out[start : start + size] = self._errors(chunk, self._encoder, self._heads[head]).numpy()[:size]
+        return out

@@ -1,0 +1,155 @@
+"""The compressor-aware LSTM autoencoder detector (fit / feature_errors / score_samples / save / load)."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import ModelArtifactError, UnknownCompressorError
+from core.settings import TrainingSettings
+from models.autoencoder import build_autoencoder, freeze_all_but_head, grow_autoencoder, keras
+from models.inference import HeadwiseReconstructor
+from models.trainer import HeadData, HeadwiseTrainer
+from models.scaler import CompressorScaler
+from pipeline.windows import WindowSet
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+STATE_FILE = "detector.json"
+
+
+def _strided(ws: WindowSet, stride: int) -> WindowSet:
+    return ws.take(slice(None, None, max(1, stride)))
+
+
+class LSTMAutoencoderDetector:
+    """Shared LSTM encoder, one decoder head per compressor; score = window reconstruction MSE."""
+
+    name = "lstm_ae"
+
+    def __init__(self, features: tuple[str, ...], window: int, training: TrainingSettings | None = None) -> None:
+        self.features = tuple(features)
+        self.window = int(window)
+        self.training = training or TrainingSettings()
+        self.compressors: list[str] = []
+        self.scaler = CompressorScaler()
+        self.model = None
+        self.history: dict[str, list[float]] = {}
+        self._reconstructor: HeadwiseReconstructor | None = None
+
+    # ----------------------------------------------------------------- training
+    def _head_data(self, train: dict[str, WindowSet], validation: dict[str, WindowSet]) -> list[HeadData]:
+        stride = self.training.window_stride
+        return [
+            HeadData(
+                self.compressors.index(cid),
+                self.scaler.transform(_strided(train[cid], stride).windows, cid),
+                self.scaler.transform(_strided(validation[cid], stride).windows, cid),
+            )
+            for cid in train
+        ]
+
+    def _fit_heads(self, train: dict[str, WindowSet], validation: dict[str, WindowSet], train_encoder: bool) -> None:
+        cfg = self.training
+        data = self._head_data(train, validation)
+        log.info(
+            "training on %d windows (%d validation) for %s",
+            sum(len(d.train) for d in data), sum(len(d.validation) for d in data), ", ".join(train),
+        )
+        trainer = HeadwiseTrainer(self.model, cfg.learning_rate, cfg.batch_size, train_encoder)
+        for key, values in trainer.fit(data, cfg.epochs, cfg.patience, cfg.seed).items():
+            self.history.setdefault(key, []).extend(values)
+        self._reconstructor = None
+
+    def fit(self, train: dict[str, WindowSet], validation: dict[str, WindowSet]) -> "LSTMAutoencoderDetector":
+        """Fit scalers on the training rows and the model on normal windows of every compressor.
+
+        `validation` holds later, held-out windows per compressor (time-ordered split) for early stopping.
+        """
+        keras.utils.set_random_seed(self.training.seed)
+        self.compressors = sorted(train)
+        for cid in self.compressors:
+            self.scaler.fit(train[cid].last_rows(), cid)
+        self.model = build_autoencoder(len(self.compressors), self.window, len(self.features))
+        self._fit_heads(train, validation, train_encoder=True)
+        return self
+
+    def add_compressor(self, cid: str, train: WindowSet, validation: WindowSet) -> "LSTMAutoencoderDetector":
+        """Train a head for a new compressor; the encoder and the other heads stay frozen."""
+        if cid in self.compressors:
+            raise ValueError(f"compressor {cid!r} already has a head in this model")
+        keras.utils.set_random_seed(self.training.seed)
+        self.scaler.fit(train.last_rows(), cid)
+        self.compressors.append(cid)
+        self.model = grow_autoencoder(self.model)
+        freeze_all_but_head(self.model, len(self.compressors) - 1)
+        self._fit_heads({cid: train}, {cid: validation}, train_encoder=False)
+        return self
+
+    # ---------------------------------------------------------------- inference
+    def head_of(self, cid: str) -> int:
+        try:
+            return self.compressors.index(cid)
+        except ValueError:
+            raise UnknownCompressorError(
+                f"compressor {cid!r} is not in the model (known: {', '.join(self.compressors)}); "
+                "add it with `train --add-compressor`"
+            ) from None
+
+    @property
+    def reconstructor(self) -> HeadwiseReconstructor:
+        if self._reconstructor is None:
+            self._reconstructor = HeadwiseReconstructor(self.model)
+        return self._reconstructor
+
+    def feature_errors(self, windows: np.ndarray, cid: str) -> np.ndarray:
+        """(n, window, features) raw windows of one compressor -> (n, features) squared errors."""
+        head = self.head_of(cid)
+        if len(windows) == 0:
+            return np.zeros((0, len(self.features)), np.float32)
+        return self.reconstructor.feature_errors(self.scaler.transform(windows, cid), head)
+
+    def score_samples(self, windows: np.ndarray, cid: str) -> np.ndarray:
+        """Anomaly score per window (higher is more anomalous): mean squared reconstruction error."""
+        return self.feature_errors(windows, cid).mean(axis=1)
+
+    def routed_feature_errors(self, windows: np.ndarray, cid: str, batch_size: int = 128) -> np.ndarray:
+        """The same errors through the whole routed model (every head computed); for checks."""
+        scaled = self.scaler.transform(windows, cid)
+        heads = np.full(len(scaled), self.head_of(cid), dtype=np.int32)
+        reconstruction = self.model.predict([scaled, heads], batch_size=batch_size, verbose=0)
+        return ((reconstruction - scaled) ** 2).mean(axis=1)
+
+    # -------------------------------------------------------------- persistence
+    def save(self, directory: Path) -> list[str]:
+        """Write the .keras file and a JSON state file; return their names."""
+        self.model.save(directory / MODEL_FILE)
+        state = {
+            "detector": self.name,
+            "features": list(self.features),
+            "window": self.window,
+            "compressors": self.compressors,
+            "scaler": self.scaler.to_dict(),
+            "history": self.history,
+        }
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        return [MODEL_FILE, STATE_FILE]
+
+    @classmethod
+    def load(cls, directory: Path, training: TrainingSettings | None = None) -> "LSTMAutoencoderDetector":
+        """Load with Keras safe mode (no arbitrary code); raise ModelArtifactError if unreadable."""
+        try:
+            state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+            detector = cls(tuple(state["features"]), state["window"], training)
+            detector.compressors = list(state["compressors"])
+            detector.scaler = CompressorScaler.from_dict(state["scaler"])
+            detector.history = state.get("history", {})
+            detector.model = keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelArtifactError(f"cannot load the LSTM autoencoder from {directory}: {exc}") from exc
+        if detector.model.get_layer("router").n_heads != len(detector.compressors):
+            raise ModelArtifactError(f"{directory}: the model's heads do not match its compressor list")
+        return detector

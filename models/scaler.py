@@ -1,0 +1,43 @@
+"""Per-compressor standard scaling, stored as plain JSON (no pickles)."""
+from __future__ import annotations
+
+import numpy as np
+
+from core.errors import UnknownCompressorError
+
+_MIN_STD = 1e-6
+
+
+class CompressorScaler:
+    """Standardises each compressor's signals with its own normal-period mean and std."""
+
+    def __init__(self) -> None:
+        self.mean_: dict[str, np.ndarray] = {}
+        self.std_: dict[str, np.ndarray] = {}
+
+    def fit(self, rows: np.ndarray, compressor_id: str) -> "CompressorScaler":
+        """Fit one compressor from its (n_rows, n_features) normal rows."""
+        if len(rows) < 2:
+            raise ValueError(f"compressor {compressor_id}: need at least 2 rows to fit a scaler")
+        self.mean_[compressor_id] = rows.mean(axis=0).astype(np.float32)
+        self.std_[compressor_id] = np.maximum(rows.std(axis=0), _MIN_STD).astype(np.float32)
+        return self
+
+    def transform(self, values: np.ndarray, compressor_id: str) -> np.ndarray:
+        """Scale rows or windows (last axis = features) of one compressor."""
+        if compressor_id not in self.mean_:
+            raise UnknownCompressorError(f"compressor {compressor_id!r} has no scaler in this model")
+        return ((values - self.mean_[compressor_id]) / self.std_[compressor_id]).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {
+            cid: {"mean": self.mean_[cid].tolist(), "std": self.std_[cid].tolist()} for cid in sorted(self.mean_)
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CompressorScaler":
+        scaler = cls()
+        for cid, params in data.items():
+            scaler.mean_[cid] = np.asarray(params["mean"], dtype=np.float32)
+            scaler.std_[cid] = np.asarray(params["std"], dtype=np.float32)
+        return scaler

@@ -1,0 +1,1 @@
+"""The batch pipeline: read -> validate -> window -> infer -> score -> write."""

@@ -1,0 +1,1 @@
+"""Scheduling: runs, leases, retries, the daemon loop and the command line."""

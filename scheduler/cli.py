@@ -1,0 +1,239 @@
+"""Command line: `python run_scheduler.py [global options] COMMAND ...`.
+
+Every command exits 0 on success and non-zero with a one-line reason on failure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from core.errors import PipelineError
+from core.logs import mask_secrets, setup_logging
+from core.settings import Settings, SettingsError, load_settings, with_section
+
+log = logging.getLogger("compressor_ad")
+
+
+def iso_datetime(text: str) -> datetime:
+    """Parse an ISO date/time into naive UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r} (e.g. 2026-01-31 or 2026-01-31T12:00)") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def _engine(settings: Settings):
+    from db.engine import make_engine
+
+    return make_engine(settings.db_url)
+
+
+def _tables(settings: Settings):
+    from db.schema import build_tables
+
+    return build_tables(settings)
+
+
+# ------------------------------------------------------------------ commands
+def cmd_simulate(args, settings: Settings) -> int:
+    from db.schema import create_all
+    from db.source import write_telemetry
+    from simulation.fleet import simulate_fleet
+
+    start = args.start or datetime(2026, 1, 1)
+    fleet = simulate_fleet(args.compressors, args.days, start=start, seed=args.seed, interval_s=settings.data.sampling_interval_s, features=settings.data.features, fault_free_days=args.fault_free_days)
+    frame = fleet.telemetry.rename(
+        columns={"timestamp": settings.source.timestamp_column, "compressor_id": settings.source.compressor_column, "label": settings.source.label_column or "label"}
+    )
+    engine, tables = _engine(settings), _tables(settings)
+    create_all(engine, tables)
+    written = write_telemetry(engine, tables, frame, progress=lambda done, total: log.info("simulate: wrote %d/%d rows", done, total))
+    log.info("simulated %d compressors x %.1f days: %d rows, %d labelled fault events", args.compressors, args.days, written, len(fleet.events))
+    if args.events_csv:
+        fleet.events.to_csv(args.events_csv, index=False)
+    return 0
+
+
+def cmd_train(args, settings: Settings) -> int:
+    from models.artifacts import load_for_settings, promote, save_bundle
+    from models.training import add_compressor_to_bundle, train_bundle
+    from pipeline.training_data import load_normal_windows
+
+    if args.detector:
+        settings = with_section(settings, "detection", detector=args.detector)
+    if args.threshold_rule:
+        settings = with_section(settings, "detection", threshold_rule=args.threshold_rule)
+    if args.epochs:
+        settings = with_section(settings, "training", epochs=args.epochs)
+    engine, tables = _engine(settings), _tables(settings)
+    training_range = (args.start.isoformat() if args.start else None, args.end.isoformat() if args.end else None)
+    if args.add_compressor:
+        bundle = load_for_settings(settings)
+        sets = load_normal_windows(engine, tables, settings, args.start, args.end, [args.add_compressor])
+        bundle = add_compressor_to_bundle(bundle, args.add_compressor, sets[args.add_compressor], settings)
+        bundle.version = ""
+    else:
+        sets = load_normal_windows(engine, tables, settings, args.start, args.end)
+        bundle = train_bundle(sets, settings, training_range)
+    path = save_bundle(bundle, settings.model_dir)
+    log.info("saved model version %s to %s", bundle.version, path)
+    if not args.no_promote:
+        promote(settings.model_dir, bundle.version)
+        log.info("promoted model version %s", bundle.version)
+    print(bundle.version)
+    return 0
+
+
+def _runner(settings: Settings):
+    from scheduler.runner import Runner
+
+    return Runner(settings, _engine(settings))
+
+
+def cmd_run(args, settings: Settings) -> int:
+    runner = _runner(settings)
+    if args.interval is not None:
+        return runner.run_forever(args.interval, args.min_records, args.max_runs)
+    report = runner.run_once(min_records=args.min_records)
+    if not report.ok:
+        raise PipelineError(f"run {report.batch_id} failed for compressor(s): {', '.join(report.failed)}")
+    return 0
+
+
+def cmd_backfill(args, settings: Settings) -> int:
+    report = _runner(settings).backfill(args.start, args.end, args.compressor, args.advance_checkpoint)
+    if not report.ok:
+        raise PipelineError(f"backfill {report.batch_id} failed for compressor(s): {', '.join(report.failed)}")
+    return 0
+
+
+def cmd_status(args, settings: Settings) -> int:
+    from scheduler.status import fleet_status, format_status
+
+    rows = fleet_status(_engine(settings), _tables(settings), settings)
+    print(json.dumps(rows, default=str, indent=1) if args.json else format_status(rows))
+    return 0
+
+
+def cmd_models(args, settings: Settings) -> int:
+    from models.artifacts import current_version, list_versions, promote
+
+    if args.models_command == "promote":
+        promote(settings.model_dir, args.version)
+        print(f"promoted {args.version}")
+        return 0
+    try:
+        current = current_version(settings.model_dir)
+    except PipelineError:
+        current = None
+    versions = list_versions(settings.model_dir)
+    if not versions:
+        print(f"no model versions in {settings.model_dir}")
+    for meta in versions:
+        mark = "*" if meta["version"] == current else " "
+        if "error" in meta:
+            print(f"{mark} {meta['version']}  UNREADABLE: {meta['error']}")
+        else:
+            print(f"{mark} {meta['version']}  {meta['detector']:<8} {meta['threshold_rule']:<12} compressors={len(meta['compressors'])} created={meta['created_at']}")
+    return 0
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from scheduler.demo import run_demo
+
+    return run_demo(settings, args)
+
+
+# ------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run_scheduler.py", description="Compressor anomaly detection: batch scoring of fleet telemetry in SQL.")
+    parser.add_argument("--config", help="TOML settings file (default: $COMPRESSOR_AD_CONFIG or built-in defaults)")
+    parser.add_argument("--db-url", help="SQLAlchemy database URL (default: $COMPRESSOR_AD_DB_URL or sqlite:///var/compressor_ad.sqlite)")
+    parser.add_argument("--model-dir", help="directory of model versions (default: var/models)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser.add_argument("--log-file", help="also log to this file (rotated at 10 MB, 5 kept)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("simulate", help="write simulated fleet telemetry with fault labels to the source table")
+    p.add_argument("--compressors", type=int, default=5)
+    p.add_argument("--days", type=float, default=7.0)
+    p.add_argument("--start", type=iso_datetime, help="first timestamp (default 2026-01-01)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--fault-free-days", type=float, default=0.0, help="no fault starts in the first D days")
+    p.add_argument("--events-csv", help="also write the labelled fault events to this CSV")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("train", help="train on normal rows of a range, calibrate thresholds, save (and promote) a version")
+    p.add_argument("--start", type=iso_datetime)
+    p.add_argument("--end", type=iso_datetime)
+    p.add_argument("--detector", choices=["lstm_ae", "iforest"])
+    p.add_argument("--threshold-rule", choices=["mean_std", "alarm_budget"])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--add-compressor", metavar="ID", help="add one compressor to the promoted model without retraining the others")
+    p.add_argument("--no-promote", action="store_true", help="save the version without making it current")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", help="score new rows since each compressor's checkpoint")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--once", action="store_true", help="one run, then exit (cron / Task Scheduler)")
+    mode.add_argument("--interval", type=float, metavar="MINUTES", help="run now and every MINUTES until SIGTERM")
+    p.add_argument("--min-records", type=int, help="skip a compressor with fewer new rows")
+    p.add_argument("--max-runs", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("backfill", help="(re)score a date range; idempotent")
+    p.add_argument("--start", type=iso_datetime, required=True)
+    p.add_argument("--end", type=iso_datetime, required=True)
+    p.add_argument("--compressor", action="append", help="only this compressor (repeatable)")
+    p.add_argument("--advance-checkpoint", action="store_true", help="also move the live checkpoint forward")
+    p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("status", help="per compressor: checkpoint, rows waiting, last batch")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("models", help="list model versions or promote one")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="list versions (* = current)")
+    promote_parser = msub.add_parser("promote", help="make VERSION the one the scheduler uses")
+    promote_parser.add_argument("version")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo", help="simulate, train, score and report on the embedded SQLite database")
+    p.add_argument("--compressors", type=int, default=5)
+    p.add_argument("--days", type=float, default=7.0)
+    p.add_argument("--train-days", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", default="var/demo", help="where the report and plot go")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format, args.log_file)
+    try:
+        settings = load_settings(args.config, db_url=args.db_url, model_dir=args.model_dir)
+        return args.func(args, settings)
+    except (PipelineError, SettingsError, ValueError, KeyError) as exc:
+        log.debug("command failed", exc_info=True)
+        print(f"error: {mask_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}", file=sys.stderr)
+        return 1
+    except sa.exc.SQLAlchemyError as exc:
+        log.debug("command failed", exc_info=True)
+        print(f"error: database: {mask_secrets(str(exc).splitlines()[0])}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

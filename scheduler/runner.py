@@ -1,0 +1,218 @@
+"""Runs: every compressor once (live or backfill), and the long-running daemon loop."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+import schedule
+import sqlalchemy as sa
+
+from core.errors import PipelineError
+from core.settings import Settings
+from db.engine import safe_url
+from db.results import utcnow
+from db.schema import Tables, build_tables, create_all
+from db.source import check_source_columns, list_compressors
+from models.artifacts import ModelBundle, load_for_settings
+from pipeline.batch import BatchOutcome, backfill_batch, live_batch, write_summary
+from scheduler import lease
+from scheduler.retry import is_transient, with_retries
+
+log = logging.getLogger(__name__)
+
+
+def new_batch_id() -> str:
+    return f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class RunReport:
+    """Outcome of one run over the fleet."""
+
+    batch_id: str
+    outcomes: list[BatchOutcome] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class StopRequested:
+    """Set by SIGTERM/SIGINT; checked between compressors so a batch in flight finishes."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self, *_args) -> None:
+        if not self._event.is_set():
+            log.info("stop requested: finishing the batch in flight, then exiting")
+        self._event.set()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.set)
+        signal.signal(signal.SIGINT, self.set)
+
+
+class Runner:
+    """Holds the engine, tables and loaded model of one scheduler process."""
+
+    def __init__(self, settings: Settings, engine: sa.Engine, bundle: ModelBundle | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.tables: Tables = build_tables(settings)
+        self.bundle = bundle
+        self.owner = lease.make_owner_id()
+        self.stop = StopRequested()
+        self.on_batch: Callable[[BatchOutcome], None] | None = None
+
+    def _retry(self, action, what: str):
+        cfg = self.settings.scheduler
+        return with_retries(action, cfg.retry_attempts, cfg.retry_base_delay_s, what)
+
+    def prepare(self) -> None:
+        """Create missing result tables, check the source table, load the promoted model."""
+
+        def setup():
+            create_all(self.engine, self.tables, include_source=False)
+            with self.engine.connect() as conn:
+                check_source_columns(conn, self.tables, self.settings)
+
+        self._retry(setup, "preparing the database")
+        if self.bundle is None:
+            self.bundle = load_for_settings(self.settings)
+            log.info("loaded model %s (%s, %d compressors)", self.bundle.version, self.bundle.detector.name, len(self.bundle.compressors))
+
+    def compressors(self, only: list[str] | None = None) -> list[str]:
+        if only:
+            return only
+
+        def fetch():
+            with self.engine.connect() as conn:
+                return list_compressors(conn, self.tables, self.settings)
+
+        return self._retry(fetch, "listing compressors")
+
+    def _one(self, cid: str, batch_id: str, work: Callable[[sa.Connection], BatchOutcome], mode: str) -> BatchOutcome | None:
+        """Lease, run `work` in one transaction (retrying transient errors), release."""
+        cfg = self.settings.scheduler
+        if not self._retry(lambda: lease.acquire(self.engine, self.tables, cid, self.owner, cfg.lease_seconds), f"lease {cid}"):
+            log.info("compressor %s: leased by another scheduler, skipped this run", cid)
+            return None
+        try:
+
+            def transaction():
+                with self.engine.begin() as conn:
+                    return work(conn)
+
+            outcome = self._retry(transaction, f"compressor {cid}")
+        except Exception as exc:
+            outcome = BatchOutcome(cid, mode, status="failed", message=str(exc).splitlines()[0][:500])
+            outcome.model_version = self.bundle.version if self.bundle else None
+            self._record_failure(outcome, batch_id)
+            raise
+        finally:
+            try:
+                lease.release(self.engine, self.tables, cid, self.owner)
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("compressor %s: could not release the lease (it will expire): %s", cid, exc)
+        log.info(outcome.log_line())
+        if self.on_batch:
+            self.on_batch(outcome)
+        return outcome
+
+    def _record_failure(self, outcome: BatchOutcome, batch_id: str) -> None:
+        log.error(outcome.log_line())
+        try:
+            with self.engine.begin() as conn:
+                write_summary(conn, self.tables, outcome, batch_id)
+        except sa.exc.SQLAlchemyError:
+            log.error("compressor %s: the failure could not be recorded in %s either", outcome.compressor_id, self.tables.summary.name)
+
+    def _run(self, mode: str, make_work: Callable[[str, str], Callable[[sa.Connection], BatchOutcome]], only: list[str] | None) -> RunReport:
+        started = time.perf_counter()
+        report = RunReport(new_batch_id())
+        self.prepare()
+        compressors = self.compressors(only)
+        log.info("%s run %s: %d compressors on %s, model %s", mode, report.batch_id, len(compressors), safe_url(self.engine.url), self.bundle.version)
+        for position, cid in enumerate(compressors, start=1):
+            if self.stop:
+                log.info("stopping before compressor %s (%d/%d)", cid, position, len(compressors))
+                break
+            try:
+                outcome = self._one(cid, report.batch_id, make_work(cid, report.batch_id), mode)
+            except PipelineError as exc:
+                report.failed.append(cid)
+                log.error("compressor %s: %s", cid, exc)
+                continue
+            except Exception as exc:
+                report.failed.append(cid)
+                if is_transient(exc):
+                    log.error("database unreachable after retries; ending the run: %s", str(exc).splitlines()[0])
+                    break
+                raise
+            if outcome:
+                report.outcomes.append(outcome)
+        report.duration_s = time.perf_counter() - started
+        totals = {k: sum(getattr(o, k) for o in report.outcomes) for k in ("rows_read", "windows_scored", "anomaly_points", "triggered_events")}
+        log.info(
+            "%s run %s finished in %.2f s: %d compressors, %s, %d failed",
+            mode, report.batch_id, report.duration_s, len(report.outcomes),
+            " ".join(f"{k}={v}" for k, v in totals.items()), len(report.failed),
+        )
+        return report
+
+    def run_once(self, only: list[str] | None = None, min_records: int | None = None) -> RunReport:
+        """Score every compressor's new rows since its checkpoint."""
+        needed = self.settings.scheduler.min_records if min_records is None else min_records
+
+        def make_work(cid, batch_id):
+            return lambda conn: live_batch(conn, self.tables, self.settings, self.bundle, cid, batch_id, needed)
+
+        return self._run("live", make_work, only)
+
+    def backfill(self, start: datetime, end: datetime, only: list[str] | None = None, advance_checkpoint: bool = False) -> RunReport:
+        """(Re)score a date range for every compressor; idempotent."""
+        if end < start:
+            raise PipelineError(f"backfill end {end} is before its start {start}")
+
+        def make_work(cid, batch_id):
+            return lambda conn: backfill_batch(conn, self.tables, self.settings, self.bundle, cid, start, end, batch_id, advance_checkpoint)
+
+        return self._run("backfill", make_work, only)
+
+    def run_forever(self, interval_minutes: float, min_records: int | None = None, max_runs: int | None = None) -> int:
+        """Run now and then every `interval_minutes` until SIGTERM/SIGINT; returns an exit code."""
+        self.stop.install()
+        runs = {"count": 0, "failed": 0}
+
+        def job():
+            try:
+                report = self.run_once(min_records=min_records)
+                runs["failed"] += 0 if report.ok else 1
+            except PipelineError as exc:
+                runs["failed"] += 1
+                log.error("run failed: %s", exc)
+            runs["count"] += 1
+
+        scheduler = schedule.Scheduler()
+        scheduler.every(interval_minutes).minutes.do(job)
+        job()
+        while not self.stop and (max_runs is None or runs["count"] < max_runs):
+            scheduler.run_pending()
+            self.stop.wait(min(1.0, max(0.05, scheduler.idle_seconds or 1.0)))
+        log.info("daemon stopped after %d runs (%d with failures)", runs["count"], runs["failed"])
+        return 0

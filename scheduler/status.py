@@ -1,0 +1,53 @@
+"""Fleet status: per compressor, checkpoint, rows waiting and the last batch."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from core.settings import Settings
+from db.results import read_checkpoints
+from db.schema import Tables
+from db.source import count_rows_after, list_compressors
+
+
+def fleet_status(engine: sa.Engine, tables: Tables, settings: Settings) -> list[dict]:
+    """One dict per compressor found in the source table or the checkpoint table."""
+    inspector = sa.inspect(engine)
+    with engine.connect() as conn:
+        has_results = inspector.has_table(tables.checkpoint.name)
+        checkpoints = read_checkpoints(conn, tables) if has_results else {}
+        compressors = sorted(set(list_compressors(conn, tables, settings)) | set(checkpoints))
+        rows = []
+        summary = tables.summary
+        for cid in compressors:
+            ckpt = checkpoints.get(cid)
+            last = None
+            if has_results:
+                last = conn.execute(
+                    sa.select(summary.c.batch_id, summary.c.mode, summary.c.status, summary.c.windows_scored, summary.c.triggered_events, summary.c.finished_at, summary.c.message)
+                    .where(summary.c.compressor_id == cid)
+                    .order_by(summary.c.finished_at.desc(), summary.c.id.desc())
+                    .limit(1)
+                ).mappings().first()
+            rows.append(
+                {
+                    "compressor_id": cid,
+                    "checkpoint": ckpt.last_timestamp if ckpt else None,
+                    "rows_waiting": count_rows_after(conn, tables, settings, cid, ckpt.last_timestamp if ckpt else None),
+                    "last_batch": dict(last) if last else None,
+                }
+            )
+    return rows
+
+
+def format_status(rows: list[dict]) -> str:
+    """A fixed-width table for terminals."""
+    header = f"{'compressor':<12} {'checkpoint':<20} {'waiting':>8}  {'last batch':<26} {'status':<12} {'windows':>8} {'alerts':>6}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        last = row["last_batch"] or {}
+        checkpoint = row["checkpoint"].strftime("%Y-%m-%d %H:%M:%S") if row["checkpoint"] else "-"
+        lines.append(
+            f"{row['compressor_id']:<12} {checkpoint:<20} {row['rows_waiting']:>8}  {str(last.get('batch_id', '-')):<26} "
+            f"{str(last.get('status', '-')):<12} {str(last.get('windows_scored', '-')):>8} {str(last.get('triggered_events', '-')):>6}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Synthetic compressor-fleet telemetry with labelled faults."""

@@ -1,0 +1,50 @@
+"""Shared fixtures: settings on a temporary SQLite database, a tiny simulated fleet, a tiny trained model."""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from core.settings import Settings, load_settings, with_section  # noqa: E402
+
+START = datetime(2026, 1, 1)
+
+
+def tiny_settings(tmp_path, db_url: str | None = None, **training) -> Settings:
+    """Settings for fast tests: a file database under tmp_path, a few short training epochs."""
+    settings = load_settings(None, env={}, db_url=db_url or f"sqlite:///{tmp_path / 'test.sqlite'}", model_dir=str(tmp_path / "models"))
+    params = {"epochs": 3, "batch_size": 128, "patience": 2, "window_stride": 3, **training}
+    return with_section(settings, "training", **params)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return tiny_settings(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def trained_fleet(tmp_path_factory):
+    """A 3-compressor, 2-day fleet on SQLite with a model trained on day 1 (shared by read-only tests)."""
+    from db.engine import make_engine
+    from db.schema import build_tables, create_all
+    from db.source import write_telemetry
+    from models.artifacts import promote, save_bundle
+    from models.training import train_bundle
+    from pipeline.training_data import load_normal_windows
+    from simulation.fleet import simulate_fleet
+
+    tmp = tmp_path_factory.mktemp("fleet")
+    settings = tiny_settings(tmp)
+    fleet = simulate_fleet(3, 2.0, start=START, seed=11)
+    engine, tables = make_engine(settings.db_url), build_tables(settings)
+    create_all(engine, tables)
+    write_telemetry(engine, tables, fleet.telemetry)
+    train_end = START + timedelta(days=1)
+    bundle = train_bundle(load_normal_windows(engine, tables, settings, START, train_end), settings, (START.isoformat(), train_end.isoformat()))
+    save_bundle(bundle, settings.model_dir)
+    promote(settings.model_dir, bundle.version)
+    engine.dispose()
+    return {"settings": settings, "fleet": fleet, "bundle": bundle, "train_end": train_end, "dir": tmp}
