@@ -7,7 +7,7 @@ import logging.handlers
 import re
 from pathlib import Path
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z0-9+_.-]+://[^:/@\s]*:)(?P<password>[^@\s]+)(?P<tail>@)")
+_URL_PASSWORD = re.compile(r"(?P<head>(?:[a-zA-Z0-9+_.-]+://)?[^:/@\s]*:)(?P<password>[^@\s]+)(?P<tail>@)")  # scheme optional: user:pw@host
 _KEYWORD_PASSWORD = re.compile(r"(?i)(?P<head>\b(?:pwd|password|api[_-]?key)\s*=\s*)(?P<password>[^;\s&]+)")
 
 
@@ -39,6 +39,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload)
 
 
+class TextFormatter(logging.Formatter):
+    """Plain-text lines; secrets masked in the whole output, tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text", log_file: str | Path | None = None) -> None:
     """Configure the root logger once for the process."""
     root = logging.getLogger()
@@ -51,7 +58,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", log_file: str | Path |
     formatter = (
         JsonFormatter()
         if fmt == "json"
-        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+        else TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
     )
     for handler in handlers:
         handler.setFormatter(formatter)

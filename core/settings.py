@@ -40,6 +40,7 @@ DEFAULT_FEATURES = DRY_GAS_SEAL_SIGNALS + PROCESS_SIGNALS
 DEFAULT_DB_URL = "sqlite:///var/compressor_ad.sqlite"
 THRESHOLD_RULES = ("mean_std", "alarm_budget")
 MISSING_VALUE_RULES = ("skip", "impute")
+SCORE_METHODS = ("mahalanobis", "mse")
 
 
 class SettingsError(ValueError):
@@ -73,11 +74,11 @@ class DetectionSettings:
     """How scores become anomalies and alerts."""
 
     detector: str = "lstm_ae"
+    score: str = "mahalanobis"
     threshold_rule: str = "mean_std"
     threshold_k: float = 2.0
     alarm_budget_per_hour: float = 0.1
-    budget_slice_fraction: float = 0.3
-    consecutive_trigger: int = 3
+    consecutive_trigger: int = 60
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def _build_section(cls: type, values: Mapping[str, Any], section: str) -> Any:
             value = tuple(value)
         elif isinstance(default, bool) or default is None:
             pass
-        elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+        elif isinstance(default, (int, float)) and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise SettingsError(f"[{section}] {name} must be a number, got {value!r}")
         elif isinstance(default, int) and isinstance(value, float):
             raise SettingsError(f"[{section}] {name} must be an integer, got {value!r}")
@@ -174,6 +175,8 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"[data] missing_value_rule must be one of {MISSING_VALUE_RULES}")
     if det.threshold_rule not in THRESHOLD_RULES:
         raise SettingsError(f"[detection] threshold_rule must be one of {THRESHOLD_RULES}")
+    if det.score not in SCORE_METHODS:
+        raise SettingsError(f"[detection] score must be one of {SCORE_METHODS}")
     if det.consecutive_trigger < 1:
         raise SettingsError("[detection] consecutive_trigger must be at least 1")
     if not 0 < settings.training.validation_fraction < 0.5:
@@ -205,8 +208,12 @@ def load_settings(
                 raise SettingsError(f"[{key}] must be a table")
             top[key] = _build_section(_SECTIONS[key], value, key)
         elif key == "database":
-            top["db_url"] = str(value.get("url", DEFAULT_DB_URL))
+            if not isinstance(value, dict) or not isinstance(value.get("url", ""), str) or set(value) - {"url"}:
+                raise SettingsError('[database] must be a table with one string key: url = "..."')
+            top["db_url"] = value.get("url", DEFAULT_DB_URL)
         elif key == "model_dir":
+            if not isinstance(value, str):
+                raise SettingsError(f"model_dir must be a string, got {value!r}")
             top["model_dir"] = Path(value)
         else:
             raise SettingsError(f"unknown section or key in config: {key}")

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import sqlalchemy as sa
 
+from db import bulk
 from db.schema import Tables
 
 
@@ -51,27 +52,28 @@ def save_checkpoint(conn: sa.Connection, tables: Tables, checkpoint: Checkpoint)
         conn.execute(sa.insert(table).values(compressor_id=checkpoint.compressor_id, **values))
 
 
-def _records(frame: pd.DataFrame) -> list[dict]:
-    """Rows as dicts of plain Python values (datetimes, floats, bools) that every driver accepts."""
-    out = frame.astype(object).where(frame.notna(), None)
-    for column in frame.columns:
-        if pd.api.types.is_datetime64_any_dtype(frame[column]):
-            out[column] = [t.to_pydatetime() if t is not None else None for t in out[column]]
-    return out.to_dict("records")
-
-
 def insert_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int:
-    """Bulk insert a frame whose columns are a subset of the table's (one executemany)."""
+    """Bulk insert a frame whose columns are a subset of the table's, in the caller's transaction.
+
+    PostgreSQL (psycopg 3): binary COPY; SQLite, MariaDB/MySQL: executemany of plain rows;
+    SQL Server and others: SQLAlchemy executemany (fast_executemany on pyodbc). See db/bulk.py.
+    """
     if frame.empty:
         return 0
-    conn.execute(sa.insert(table), _records(frame))
+    backend, driver = conn.dialect.name, conn.dialect.driver
+    if backend == "postgresql" and driver == "psycopg" and bulk.copy_postgresql(conn, table, frame):
+        return len(frame)
+    if backend in ("sqlite", "mysql", "mariadb"):
+        bulk.executemany_rows(conn, table, frame)
+    else:
+        bulk.execute_records(conn, table, frame)
     return len(frame)
 
 
 def delete_window_range(
     conn: sa.Connection, tables: Tables, compressor_id: str, model_version: str, start: datetime, end: datetime
 ) -> None:
-    """Remove one compressor's results of one model version in [start, end] (used before a backfill)."""
+    """Remove one compressor's results of one model version in [start, end] (delete-then-insert of every batch)."""
     for table, column in ((tables.detailed, "window_end"), (tables.results, "timestamp")):
         conn.execute(
             sa.delete(table).where(
@@ -83,13 +85,27 @@ def delete_window_range(
         )
 
 
-def consecutive_count_before(conn: sa.Connection, tables: Tables, compressor_id: str, model_version: str, before: datetime) -> tuple[datetime | None, int]:
-    """End time and consecutive count of the last stored window before a time (for backfills)."""
+def stored_windows(conn: sa.Connection, tables: Tables, compressor_id: str, after: datetime, until: datetime) -> pd.DataFrame:
+    """window_end and model_version of one compressor's stored windows with after < window_end <= until.
+
+    The stored side of the lateness anti-join (an indexed range query on compressor_id, window_end).
+    """
     table = tables.detailed
-    row = conn.execute(
-        sa.select(table.c.window_end, table.c.consecutive_count)
-        .where(table.c.compressor_id == compressor_id, table.c.model_version == model_version, table.c.window_end < before)
-        .order_by(table.c.window_end.desc())
-        .limit(1)
-    ).first()
-    return (row[0], int(row[1])) if row else (None, 0)
+    result = conn.execute(
+        sa.select(table.c.window_end, table.c.model_version).where(
+            table.c.compressor_id == compressor_id, table.c.window_end > after, table.c.window_end <= until
+        )
+    )
+    return pd.DataFrame(result.fetchall(), columns=["window_end", "model_version"])
+
+
+def stored_count(conn: sa.Connection, tables: Tables, compressor_id: str, model_version: str, window_end: datetime) -> int:
+    """Consecutive count stored for one window (this model version first, else any); 0 when none is stored."""
+    table = tables.detailed
+    rows = conn.execute(
+        sa.select(table.c.model_version, table.c.consecutive_count).where(
+            table.c.compressor_id == compressor_id, table.c.window_end == window_end
+        )
+    ).all()
+    counts = {version: int(count) for version, count in rows}
+    return counts.get(model_version, max(counts.values(), default=0))

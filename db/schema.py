@@ -19,7 +19,7 @@ EVENTS_VIEW = "anomaly_events"
 Timestamp = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql").with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 Id = sa.Unicode(64)
 Text = sa.Unicode(1000)
-Score = sa.Double()
+Score = sa.Double().with_variant(mssql.FLOAT(53), "mssql")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -56,11 +57,41 @@ def read_rows(
     if until is not None:
         stmt = stmt.where(ts <= until)
     stmt = stmt.order_by(ts)
-    result = conn.execution_options(yield_per=settings.scheduler.read_chunk_rows).execute(stmt)
-    parts = [pd.DataFrame(chunk, columns=list(result.keys())) for chunk in result.partitions()]
+    columns = _columns(tables, settings, with_label)
+    # Per-statement option: Connection.execution_options() would stream every later statement too.
+    result = conn.execute(stmt, execution_options={"yield_per": settings.scheduler.read_chunk_rows})
+    parts = [_frame(chunk, columns) for chunk in result.partitions()]
     if not parts:
-        return pd.DataFrame(columns=[c.name for c in _columns(tables, settings, with_label)])
+        return _frame([], columns)
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def _frame(rows: list, columns: list[sa.Column]) -> pd.DataFrame:
+    """Rows to a frame built column by column: floats and timestamps straight into numpy arrays.
+
+    A column whose values do not convert (text in a number column, say) stays as objects, for
+    validation to count and set aside.
+    """
+    data = {}
+    for column, values in zip(columns, zip(*rows) if rows else [()] * len(columns)):
+        try:
+            if isinstance(column.type, sa.Float):
+                data[column.name] = np.array(values, dtype=np.float64)
+            elif isinstance(column.type, sa.DateTime):
+                data[column.name] = _times(values)
+            else:
+                data[column.name] = pd.array(values)
+        except (TypeError, ValueError):
+            data[column.name] = np.array(values, dtype=object)
+    return pd.DataFrame(data, columns=[c.name for c in columns])
+
+
+def _times(values: tuple) -> np.ndarray:
+    """datetime64 values, naive UTC (time-zone aware values, from a timestamptz column say, are converted)."""
+    first = next((v for v in values if v is not None), None)
+    if isinstance(first, datetime) and first.tzinfo is not None:
+        return pd.to_datetime(list(values), utc=True).tz_localize(None).to_numpy()
+    return np.array(values, dtype="datetime64[us]")
 
 
 def read_context(
@@ -75,9 +106,40 @@ def read_context(
         .order_by(ts.desc())
         .limit(rows)
     )
-    result = conn.execute(stmt)
-    frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    frame = _frame(conn.execute(stmt).fetchall(), _columns(tables, settings, False))
     return frame.iloc[::-1].reset_index(drop=True)
+
+
+def span(
+    conn: sa.Connection, tables: Tables, settings: Settings, compressor_id: str, after: datetime | None, until: datetime | None = None
+) -> tuple[int, datetime | None, datetime | None]:
+    """(row count, first, last timestamp) of one compressor's rows with after < timestamp <= until."""
+    src = settings.source
+    ts = tables.source.c[src.timestamp_column]
+    stmt = sa.select(sa.func.count(), sa.func.min(ts), sa.func.max(ts)).where(tables.source.c[src.compressor_column] == compressor_id)
+    if after is not None:
+        stmt = stmt.where(ts > after)
+    if until is not None:
+        stmt = stmt.where(ts <= until)
+    count, first, last = conn.execute(stmt).one()
+    return int(count), first, last
+
+
+def nth_timestamp_before(
+    conn: sa.Connection, tables: Tables, settings: Settings, compressor_id: str, at_or_before: datetime, n: int
+) -> datetime | None:
+    """The n-th latest distinct timestamp at or before a time (None when there are fewer): where window context starts."""
+    src = settings.source
+    ts = tables.source.c[src.timestamp_column]
+    stmt = (
+        sa.select(ts)
+        .where(tables.source.c[src.compressor_column] == compressor_id, ts <= at_or_before)
+        .distinct()
+        .order_by(ts.desc())
+        .offset(n - 1)
+        .limit(1)
+    )
+    return conn.execute(stmt).scalar()
 
 
 def count_rows_after(conn: sa.Connection, tables: Tables, settings: Settings, compressor_id: str, after: datetime | None) -> int:

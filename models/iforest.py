@@ -214,6 +214,11 @@ class IsolationForestDetector:
             out[start : start + CHUNK] = unit.trees.score(self._standardised(windows[start : start + CHUNK], unit))
         return out
 
+    def score_with_errors(self, windows: np.ndarray, cid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scores, per-feature deviations and contributions (the deviations themselves)."""
+        errors = self.feature_errors(windows, cid)
+        return self.score_samples(windows, cid), errors, errors
+
     # -------------------------------------------------------------- persistence
     def save(self, directory: Path) -> list[str]:
         """Write a JSON state file and the forests' node arrays (.npz, no objects); return their names."""

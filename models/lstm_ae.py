@@ -10,6 +10,7 @@ import numpy as np
 from core.errors import ModelArtifactError, UnknownCompressorError
 from core.settings import TrainingSettings
 from models.autoencoder import build_autoencoder, freeze_all_but_head, grow_autoencoder, keras
+from models.error_model import ErrorModel
 from models.inference import HeadwiseReconstructor
 from models.trainer import HeadData, HeadwiseTrainer
 from models.scaler import CompressorScaler
@@ -30,12 +31,15 @@ class LSTMAutoencoderDetector:
 
     name = "lstm_ae"
 
-    def __init__(self, features: tuple[str, ...], window: int, training: TrainingSettings | None = None) -> None:
+    def __init__(
+        self, features: tuple[str, ...], window: int, training: TrainingSettings | None = None, score_method: str = "mahalanobis"
+    ) -> None:
         self.features = tuple(features)
         self.window = int(window)
         self.training = training or TrainingSettings()
         self.compressors: list[str] = []
         self.scaler = CompressorScaler()
+        self.error_model = ErrorModel(score_method)
         self.model = None
         self.history: dict[str, list[float]] = {}
         self._reconstructor: HeadwiseReconstructor | None = None
@@ -75,7 +79,13 @@ class LSTMAutoencoderDetector:
             self.scaler.fit(train[cid].last_rows(), cid)
         self.model = build_autoencoder(len(self.compressors), self.window, len(self.features))
         self._fit_heads(train, validation, train_encoder=True)
+        for cid in self.compressors:
+            self._fit_error_model(cid, train[cid], validation[cid])
         return self
+
+    def _fit_error_model(self, cid: str, *normal: WindowSet) -> None:
+        errors = [self.feature_errors(windows, cid) for ws in normal for _, windows in ws.chunks(65_536)]
+        self.error_model.fit(np.concatenate(errors), cid)
 
     def add_compressor(self, cid: str, train: WindowSet, validation: WindowSet) -> "LSTMAutoencoderDetector":
         """Train a head for a new compressor; the encoder and the other heads stay frozen."""
@@ -87,6 +97,7 @@ class LSTMAutoencoderDetector:
         self.model = grow_autoencoder(self.model)
         freeze_all_but_head(self.model, len(self.compressors) - 1)
         self._fit_heads({cid: train}, {cid: validation}, train_encoder=False)
+        self._fit_error_model(cid, train, validation)
         return self
 
     # ---------------------------------------------------------------- inference
@@ -113,8 +124,13 @@ class LSTMAutoencoderDetector:
         return self.reconstructor.feature_errors(self.scaler.transform(windows, cid), head)
 
     def score_samples(self, windows: np.ndarray, cid: str) -> np.ndarray:
-        """Anomaly score per window (higher is more anomalous): mean squared reconstruction error."""
-        return self.feature_errors(windows, cid).mean(axis=1)
+        """Anomaly score per window (higher is more anomalous); see models/error_model.py."""
+        return self.error_model.score(self.feature_errors(windows, cid), cid)
+
+    def score_with_errors(self, windows: np.ndarray, cid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scores, per-feature squared errors and per-feature contributions, in one pass."""
+        errors = self.feature_errors(windows, cid)
+        return self.error_model.score(errors, cid), errors, self.error_model.contributions(errors, cid)
 
     def routed_feature_errors(self, windows: np.ndarray, cid: str, batch_size: int = 128) -> np.ndarray:
         """The same errors through the whole routed model (every head computed); for checks."""
@@ -133,6 +149,7 @@ class LSTMAutoencoderDetector:
             "window": self.window,
             "compressors": self.compressors,
             "scaler": self.scaler.to_dict(),
+            "error_model": self.error_model.to_dict(),
             "history": self.history,
         }
         (directory / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
@@ -146,6 +163,7 @@ class LSTMAutoencoderDetector:
             detector = cls(tuple(state["features"]), state["window"], training)
             detector.compressors = list(state["compressors"])
             detector.scaler = CompressorScaler.from_dict(state["scaler"])
+            detector.error_model = ErrorModel.from_dict(state["error_model"])
             detector.history = state.get("history", {})
             detector.model = keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
         except (OSError, ValueError, KeyError, TypeError) as exc:

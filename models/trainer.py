@@ -3,16 +3,19 @@
 The loss of a window depends only on its own compressor's head, so this is the same objective
 as fitting the routed model, without computing every head for every window. One XLA-compiled
 step per head, fixed batch shape (the remainder of an epoch's shuffle is left for later epochs),
-time-ordered validation for early stopping, best weights restored, one log line per epoch.
+time-ordered validation for early stopping, best weights restored, a progress bar on a terminal
+and one log line per epoch.
 """
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from models.autoencoder import head_layer_names, keras
 
@@ -104,7 +107,8 @@ class HeadwiseTrainer:
                 usable = len(order) - len(order) % size
                 batches += [(item.head, order[i : i + size]) for i in range(0, usable, size)]
             rng.shuffle(batches)
-            losses = [float(self._step(head)(by_head[head].train[idx])) for head, idx in batches]
+            progress = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=not sys.stderr.isatty())
+            losses = [float(self._step(head)(by_head[head].train[idx])) for head, idx in progress]
             val_loss = self._validation_loss(data)
             history["loss"].append(float(np.mean(losses)) if losses else float("nan"))
             history["val_loss"].append(val_loss)

@@ -38,7 +38,7 @@ def make_detector(settings: Settings):
     if name == "lstm_ae":
         from models.lstm_ae import LSTMAutoencoderDetector
 
-        return LSTMAutoencoderDetector(settings.data.features, settings.data.window, settings.training)
+        return LSTMAutoencoderDetector(settings.data.features, settings.data.window, settings.training, settings.detection.score)
     if name == "iforest":
         from models.iforest import IsolationForestDetector
 

@@ -2,6 +2,21 @@
 
 The caller opens the transaction; everything here reads and writes through that connection, so
 the result rows, the batch summary and the checkpoint commit together or not at all.
+
+How a batch stays exactly-once:
+- windows are built over the rows after a lower bound plus enough earlier rows (distinct timestamps,
+  more under the impute rule) that every window, and whether it directly follows the one before,
+  comes out as it would over the full history;
+- the consecutive-anomaly count carries over from the checkpoint (or from the stored window just
+  before the first one scored), so an anomaly run split over two batches triggers as in one;
+- a batch deletes this model version's results in the range it writes, then inserts them
+  (delete-then-insert): a replay or an overlapping backfill never leaves a second copy;
+- late rows: a live batch also looks at the lateness allowance A before its checkpoint C. Windows
+  ending in (C - A, C] that the rows now support but that have no stored result (an anti-join of
+  the windows against the detailed table) are scored, with every later window, from the earliest
+  one on. Such windows in (C - 2A, C - A] are counted as `late_beyond_allowance` and logged with the
+  backfill that scores them. A late row that merely changes an already scored window (a duplicate
+  timestamp, or one between two existing rows) is picked up by a backfill only.
 """
 from __future__ import annotations
 
@@ -20,19 +35,22 @@ from core.errors import DataValidationError
 from core.settings import Settings
 from db.results import (
     Checkpoint,
-    consecutive_count_before,
     delete_window_range,
     insert_frame,
     read_checkpoint,
     save_checkpoint,
+    stored_count,
+    stored_windows,
     utcnow,
 )
 from db.schema import Tables
-from db.source import read_context, read_rows
+from db.source import nth_timestamp_before, read_rows, span
 from models.artifacts import ModelBundle
 from pipeline.scoring import score_windows
-from pipeline.validate import validate_rows
-from pipeline.windows import build_windows, count_gaps
+from pipeline.timing import StageTimer
+from pipeline.validate import CleanRows, validate_rows
+from pipeline.windows import WindowSet, build_windows, segment_starts
+from scheduler import faults
 
 log = logging.getLogger(__name__)
 _EPSILON = timedelta(microseconds=1)
@@ -59,6 +77,7 @@ class BatchOutcome:
     alerts: list[tuple[datetime, str]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     started_at: datetime = field(default_factory=utcnow)
+    timer: StageTimer = field(default_factory=StageTimer)
 
     @property
     def duration_s(self) -> float:
@@ -103,45 +122,146 @@ def _to_datetime(value: np.datetime64) -> datetime:
     return pd.Timestamp(value).to_pydatetime()
 
 
+def _as_datetime64(values) -> np.ndarray:
+    return pd.to_datetime(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="datetime64[ns]")
+
+
+def _validate(frame: pd.DataFrame, settings: Settings, bundle: ModelBundle) -> CleanRows:
+    return validate_rows(frame, settings.source.timestamp_column, bundle.features, settings.data.missing_value_rule, bundle.window)
+
+
+def _enough_context(raw_times: np.ndarray, clean_times: np.ndarray, lower: datetime, window: int, impute: bool) -> bool:
+    """True when the rows at or before `lower` give `window` validated rows that earlier rows cannot change.
+
+    Under the impute rule a row is filled from at most `window` rows before it, so the first
+    `window` distinct timestamps read only serve as the source of those fills.
+    """
+    exact = clean_times <= np.datetime64(lower, "ns")
+    if impute:
+        distinct = np.unique(raw_times[~np.isnat(raw_times)])
+        if len(distinct) < window:
+            return False
+        exact &= clean_times > distinct[window - 1]
+    return int(exact.sum()) >= window
+
+
+def _load(
+    conn: sa.Connection, tables: Tables, settings: Settings, bundle: ModelBundle, cid: str, lower: datetime | None, until: datetime | None, timer: StageTimer
+) -> tuple[pd.DataFrame, CleanRows, WindowSet]:
+    """Rows with lower < timestamp <= until plus enough earlier rows, validated and windowed."""
+    impute = settings.data.missing_value_rule == "impute"
+    distinct = 2 * bundle.window
+    while True:
+        with timer.stage("reading"):
+            first = None if lower is None else nth_timestamp_before(conn, tables, settings, cid, lower, distinct)
+            frame = read_rows(conn, tables, settings, cid, after=None if first is None else first - _EPSILON, until=until)
+        with timer.stage("preprocessing"):
+            clean = _validate(frame, settings, bundle)
+            raw_times = _as_datetime64(frame[settings.source.timestamp_column])
+        if first is None or _enough_context(raw_times, clean.times, lower, bundle.window, impute):
+            break
+        distinct *= 2  # invalid or imputed rows ate into the context: read further back
+    with timer.stage("preprocessing"):
+        windows = build_windows(clean.values, clean.times, bundle.window, settings.max_gap_s)
+    return frame, clean, windows
+
+
+def _count_fresh(outcome: BatchOutcome, frame: pd.DataFrame, clean: CleanRows, after: datetime | None, settings: Settings, bundle: ModelBundle) -> None:
+    """Rejections and gaps among the rows after `after` only (context rows were counted by their own batch)."""
+    fresh = frame
+    if after is not None:
+        fresh = frame.loc[_as_datetime64(frame[settings.source.timestamp_column]) > np.datetime64(after, "ns")]
+    checked = _validate(fresh, settings, bundle)
+    outcome.reasons.update(checked.rejected)
+    outcome.rows_rejected = checked.rows_rejected
+    starts = segment_starts(clean.times, settings.max_gap_s)
+    if len(starts):
+        starts[0] = False
+    if after is not None:
+        starts &= clean.times > np.datetime64(after, "ns")
+    outcome.gaps = int(starts.sum())
+
+
 def _score_and_write(
     conn: sa.Connection,
     tables: Tables,
-    settings: Settings,
     bundle: ModelBundle,
     outcome: BatchOutcome,
-    frame: pd.DataFrame,
-    after: datetime | None,
+    windows: WindowSet,
+    first: int,
     initial_count: int,
+    replace: tuple[datetime, datetime] | None,
     batch_id: str,
 ) -> pd.DataFrame:
-    """Validate, window, score and insert the windows ending after `after`; fill the outcome."""
-    clean = validate_rows(frame, settings.source.timestamp_column, bundle.features, settings.data.missing_value_rule, bundle.window)
-    outcome.reasons.update(clean.rejected)
-    outcome.rows_rejected = clean.rows_rejected
-    windows = build_windows(clean.values, clean.times, bundle.window, settings.max_gap_s)
-    new_windows = windows.after(np.datetime64(after) if after else None)
-    fresh_times = clean.times[clean.times > np.datetime64(after)] if after else clean.times
-    outcome.gaps = count_gaps(fresh_times, settings.max_gap_s)
-    scored = score_windows(bundle, outcome.compressor_id, new_windows, tables.error_columns, initial_count)
+    """Score windows[first:], then replace this model version's results in `replace` by them."""
+    cid = outcome.compressor_id
+    with outcome.timer.stage("scoring"):
+        scored = score_windows(bundle, cid, windows.take(slice(first, None)), tables.error_columns, initial_count, outcome.timer)
+    faults.hit("infer", conn)
     outcome.windows_scored = len(scored)
     outcome.anomaly_points = int(scored["is_anomaly"].sum())
     outcome.triggered_events = int(scored["triggered"].sum())
     alerts = scored.loc[scored["triggered"], ["window_end", "top_features"]]
     outcome.alerts = [(_to_datetime(t), f) for t, f in alerts.itertuples(index=False)]
     now = utcnow()
-    detailed = scored.assign(batch_id=batch_id, compressor_id=outcome.compressor_id, model_version=bundle.version, created_at=now)
-    insert_frame(conn, tables.detailed, detailed)
+    detailed = scored.assign(batch_id=batch_id, compressor_id=cid, model_version=bundle.version, created_at=now)
     simple = scored[["window_end", "score", "is_anomaly"]].rename(columns={"window_end": "timestamp"})
-    insert_frame(conn, tables.results, simple.assign(compressor_id=outcome.compressor_id, model_version=bundle.version))
+    with outcome.timer.stage("writing"):
+        if replace is not None:
+            delete_window_range(conn, tables, cid, bundle.version, *replace)
+        insert_frame(conn, tables.detailed, detailed)
+        faults.hit("write", conn)
+        insert_frame(conn, tables.results, simple.assign(compressor_id=cid, model_version=bundle.version))
     for when, signals in outcome.alerts:
-        log.warning("ALERT compressor %s at %s: top signals %s", outcome.compressor_id, when, signals)
+        log.warning("ALERT compressor %s at %s: top signals %s", cid, when, signals)
     return scored
 
 
-def _context(conn, tables, settings, cid, at_or_before: datetime | None, window: int) -> pd.DataFrame | None:
-    if at_or_before is None:
+def _skip_unknown(conn: sa.Connection, tables: Tables, outcome: BatchOutcome, bundle: ModelBundle, batch_id: str) -> BatchOutcome:
+    outcome.status = "skipped"
+    outcome.reasons["unknown_compressor"] = outcome.rows_read
+    outcome.message = f"compressor {outcome.compressor_id!r} is not in model {bundle.version}; rows kept for when it is added"
+    write_summary(conn, tables, outcome, batch_id)
+    return outcome
+
+
+def _lateness_bounds(settings: Settings, checkpoint: Checkpoint, live_start: datetime | None) -> tuple[datetime, datetime] | None:
+    """(C - 2A, C - A) for checkpoint C and allowance A, neither before live scoring started; None when off."""
+    allowance = timedelta(seconds=settings.data.lateness_allowance_s)
+    ckpt = checkpoint.last_timestamp
+    if ckpt is None or allowance <= timedelta(0):
         return None
-    return read_context(conn, tables, settings, cid, at_or_before, window)
+    band, late = ckpt - 2 * allowance, ckpt - allowance
+    if live_start is not None:
+        band, late = max(band, live_start), max(late, live_start)
+    return (band, late) if late < ckpt else None
+
+
+def _late_windows(
+    conn: sa.Connection, tables: Tables, bundle: ModelBundle, outcome: BatchOutcome, ends: np.ndarray, bounds: tuple[datetime, datetime], ckpt: datetime
+) -> int | None:
+    """Index of the earliest window in (C - A, C] without a stored result (None when there is none).
+
+    Windows in (C - 2A, C - A] without a stored result are counted and logged, not scored.
+    """
+    band, late = bounds
+    stored = stored_windows(conn, tables, outcome.compressor_id, band, ckpt)
+    missing = ~np.isin(ends, _as_datetime64(stored["window_end"]))
+    beyond = np.flatnonzero(missing & (ends > np.datetime64(band, "ns")) & (ends <= np.datetime64(late, "ns")))
+    if len(beyond):
+        outcome.reasons["late_beyond_allowance"] = len(beyond)
+        log.warning(
+            "compressor %s: %d windows ending %s .. %s have no result; their rows came after the lateness allowance "
+            "(%.0f s); score them with: backfill --compressor %s --start %s --end %s",
+            outcome.compressor_id, len(beyond), _to_datetime(ends[beyond[0]]), _to_datetime(ends[beyond[-1]]),
+            (ckpt - late).total_seconds(), outcome.compressor_id,
+            _to_datetime(ends[beyond[0]]).isoformat(), _to_datetime(ends[beyond[-1]]).isoformat(),
+        )
+    within = np.flatnonzero(missing & (ends > np.datetime64(late, "ns")) & (ends <= np.datetime64(ckpt, "ns")))
+    if not len(within):
+        return None
+    outcome.reasons["late_within_allowance"] = len(within)
+    return int(within[0])
 
 
 def live_batch(
@@ -153,32 +273,43 @@ def live_batch(
     batch_id: str,
     min_records: int = 1,
 ) -> BatchOutcome:
-    """Score the rows after the compressor's checkpoint and advance it, in the caller's transaction."""
+    """Score the windows after the compressor's checkpoint (and late ones before it) and advance it."""
     outcome = BatchOutcome(cid, "live", model_version=bundle.version)
     checkpoint = read_checkpoint(conn, tables, cid)
-    after = checkpoint.last_timestamp or _initial_checkpoint(bundle)
-    new = read_rows(conn, tables, settings, cid, after=after)
-    outcome.rows_read = len(new)
-    if outcome.rows_read == 0:
-        outcome.status = "no_new_data"
-        return outcome
-    if outcome.rows_read < min_records:
+    live_start = _initial_checkpoint(bundle)
+    after = checkpoint.last_timestamp or live_start
+    with outcome.timer.stage("reading"):
+        outcome.rows_read, first_new, last_new = span(conn, tables, settings, cid, after)
+    if 0 < outcome.rows_read < min_records:
         outcome.status, outcome.message = "waiting", f"{outcome.rows_read} new rows < min_records {min_records}"
         return outcome
-    times = pd.to_datetime(new[settings.source.timestamp_column], errors="coerce")
-    outcome.range_start, outcome.range_end = times.min().to_pydatetime(), times.max().to_pydatetime()
-    if cid not in bundle.thresholds:
-        outcome.status = "skipped"
-        outcome.reasons["unknown_compressor"] = outcome.rows_read
-        outcome.message = f"compressor {cid!r} is not in model {bundle.version}; rows kept for when it is added"
-        write_summary(conn, tables, outcome, batch_id)
+    bounds = _lateness_bounds(settings, checkpoint, live_start) if cid in bundle.thresholds else None
+    if outcome.rows_read == 0 and bounds is None:
+        outcome.status = "no_new_data"
         return outcome
-    context = _context(conn, tables, settings, cid, after, bundle.window)
-    frame = pd.concat([context, new], ignore_index=True) if context is not None and len(context) else new
-    scored = _score_and_write(conn, tables, settings, bundle, outcome, frame, after, checkpoint.consecutive_count, batch_id)
-    last_count = int(scored["consecutive_count"].iloc[-1]) if len(scored) else 0
-    save_checkpoint(conn, tables, Checkpoint(cid, outcome.range_end, last_count, bundle.version))
+    outcome.range_start, outcome.range_end = first_new, last_new or after
+    if cid not in bundle.thresholds:
+        return _skip_unknown(conn, tables, outcome, bundle, batch_id)
+    frame, clean, windows = _load(conn, tables, settings, bundle, cid, bounds[0] if bounds else after, None, outcome.timer)
+    faults.hit("read", conn)
+    ends = windows.end_times
+    first = int(np.searchsorted(ends, np.datetime64(after, "ns"), side="right")) if after else 0
+    initial = checkpoint.consecutive_count
+    late = _late_windows(conn, tables, bundle, outcome, ends, bounds, after) if bounds else None
+    if late is not None:
+        first = late
+        initial = stored_count(conn, tables, cid, bundle.version, _to_datetime(ends[late - 1])) if late else 0
+        outcome.range_start = _to_datetime(ends[late])
+    if outcome.rows_read == 0 and first == len(ends):
+        outcome.status = "no_new_data"
+        return outcome
+    _count_fresh(outcome, frame, clean, after, settings, bundle)
+    replace = (_to_datetime(ends[first]), _to_datetime(ends[-1])) if first < len(ends) else None
+    scored = _score_and_write(conn, tables, bundle, outcome, windows, first, initial, replace, batch_id)
+    count = int(scored["consecutive_count"].iloc[-1]) if len(scored) else checkpoint.consecutive_count
+    save_checkpoint(conn, tables, Checkpoint(cid, last_new or after, count, bundle.version))
     write_summary(conn, tables, outcome, batch_id)
+    faults.hit("commit", conn)
     return outcome
 
 
@@ -193,30 +324,33 @@ def backfill_batch(
     batch_id: str,
     advance_checkpoint: bool = False,
 ) -> BatchOutcome:
-    """(Re)score windows ending in [start, end]; replaces earlier results of the same model version."""
+    """(Re)score windows ending in [start, end]; replaces earlier results of the same model version.
+
+    The live checkpoint moves only with `advance_checkpoint`, and only forward.
+    """
     outcome = BatchOutcome(cid, "backfill", model_version=bundle.version, range_start=start, range_end=end)
-    bundle.threshold_for(cid)
     before = start - _EPSILON
-    rows = read_rows(conn, tables, settings, cid, after=before, until=end)
-    outcome.rows_read = len(rows)
+    with outcome.timer.stage("reading"):
+        outcome.rows_read, _, data_end = span(conn, tables, settings, cid, before, end)
     if outcome.rows_read == 0:
         outcome.status = "no_new_data"
         return outcome
-    context = _context(conn, tables, settings, cid, before, bundle.window)
-    frame = pd.concat([context, rows], ignore_index=True) if context is not None and len(context) else rows
-    last_end, count = consecutive_count_before(conn, tables, cid, bundle.version, start)
-    has_context = context is not None and len(context) > 0
-    context_end = pd.Timestamp(context[settings.source.timestamp_column].iloc[-1]) if has_context else None
-    initial = count if last_end is not None and context_end is not None and pd.Timestamp(last_end) == context_end else 0
-    delete_window_range(conn, tables, cid, bundle.version, start, end)
-    scored = _score_and_write(conn, tables, settings, bundle, outcome, frame, before, initial, batch_id)
+    if cid not in bundle.thresholds:
+        return _skip_unknown(conn, tables, outcome, bundle, batch_id)
+    frame, clean, windows = _load(conn, tables, settings, bundle, cid, before, end, outcome.timer)
+    faults.hit("read", conn)
+    ends = windows.end_times
+    first = int(np.searchsorted(ends, np.datetime64(before, "ns"), side="right"))
+    initial = stored_count(conn, tables, cid, bundle.version, _to_datetime(ends[first - 1])) if first else 0
+    _count_fresh(outcome, frame, clean, before, settings, bundle)
+    scored = _score_and_write(conn, tables, bundle, outcome, windows, first, initial, (start, end), batch_id)
     if advance_checkpoint:
-        data_end = pd.to_datetime(rows[settings.source.timestamp_column], errors="coerce").max().to_pydatetime()
         current = read_checkpoint(conn, tables, cid)
         if current.last_timestamp is None or data_end > current.last_timestamp:
-            last_count = int(scored["consecutive_count"].iloc[-1]) if len(scored) else 0
-            save_checkpoint(conn, tables, Checkpoint(cid, data_end, last_count, bundle.version))
+            count = int(scored["consecutive_count"].iloc[-1]) if len(scored) else initial
+            save_checkpoint(conn, tables, Checkpoint(cid, data_end, count, bundle.version))
     write_summary(conn, tables, outcome, batch_id)
+    faults.hit("commit", conn)
     return outcome
 
 

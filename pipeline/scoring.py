@@ -1,40 +1,45 @@
 """Scoring windows: per-feature errors -> score -> threshold -> consecutive trigger -> explanation."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pandas as pd
 
 from models.alerting import consecutive_counts, triggered
 from models.artifacts import ModelBundle
+from pipeline.timing import StageTimer
 from pipeline.windows import WindowSet
 
 TOP_CONTRIBUTORS = 3
 INFERENCE_CHUNK = 65_536
 
 
-def top_features(errors: np.ndarray, features: tuple[str, ...], k: int = TOP_CONTRIBUTORS) -> list[str]:
-    """Comma-separated names of the k signals with the largest error, per window."""
-    if len(errors) == 0:
+def top_features(contributions: np.ndarray, features: tuple[str, ...], k: int = TOP_CONTRIBUTORS) -> list[str]:
+    """Comma-separated names of the k signals that contribute most, per window."""
+    if len(contributions) == 0:
         return []
-    order = np.argsort(-errors, axis=1)[:, :k]
+    order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
     names = np.asarray(features, dtype=object)[order]
     return [", ".join(row) for row in names]
 
 
-def feature_errors(bundle: ModelBundle, cid: str, ws: WindowSet) -> np.ndarray:
-    """Per-feature errors of every window, computed in bounded-memory chunks."""
-    out = np.empty((len(ws), len(bundle.features)), dtype=np.float32)
+def score_in_chunks(bundle: ModelBundle, cid: str, ws: WindowSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores, per-feature errors and contributions of every window, in bounded-memory chunks."""
+    n, f = len(ws), len(bundle.features)
+    scores, errors, contributions = np.empty(n), np.empty((n, f)), np.empty((n, f))
     for offset, windows in ws.chunks(INFERENCE_CHUNK):
-        out[offset : offset + len(windows)] = bundle.detector.feature_errors(windows, cid)
-    return out
+        part = slice(offset, offset + len(windows))
+        scores[part], errors[part], contributions[part] = bundle.detector.score_with_errors(windows, cid)
+    return scores, errors, contributions
 
 
 def score_windows(
-    bundle: ModelBundle, cid: str, ws: WindowSet, error_columns: tuple[str, ...], initial_count: int = 0
+    bundle: ModelBundle, cid: str, ws: WindowSet, error_columns: tuple[str, ...], initial_count: int = 0, timer: StageTimer | None = None
 ) -> pd.DataFrame:
     """One row per window with score, threshold, anomaly flag, run length, trigger and explanation."""
-    errors = feature_errors(bundle, cid, ws)
-    scores = errors.mean(axis=1).astype(np.float64)
+    with timer.stage("inference") if timer else nullcontext():
+        scores, errors, contributions = score_in_chunks(bundle, cid, ws)
     threshold = bundle.threshold_for(cid)
     anomalous = scores > threshold
     counts = consecutive_counts(anomalous, ws.breaks, initial_count)
@@ -51,7 +56,7 @@ def score_windows(
     )
     explained = np.flatnonzero(anomalous)
     labels = np.full(len(ws), None, dtype=object)
-    labels[explained] = top_features(errors[explained], bundle.features)
+    labels[explained] = top_features(contributions[explained], bundle.features)
     frame["top_features"] = labels
     for i, column in enumerate(error_columns):
         frame[column] = errors[:, i].astype(np.float64)

@@ -5,8 +5,10 @@ Every command exits 0 on success and non-zero with a one-line reason on failure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +18,7 @@ import sqlalchemy as sa
 from core.errors import PipelineError
 from core.logs import mask_secrets, setup_logging
 from core.settings import Settings, SettingsError, load_settings, with_section
+from service import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WINDOWS, DEFAULT_PORT
 
 log = logging.getLogger("compressor_ad")
 
@@ -89,6 +92,10 @@ def cmd_train(args, settings: Settings) -> int:
     if not args.no_promote:
         promote(settings.model_dir, bundle.version)
         log.info("promoted model version %s", bundle.version)
+    if args.mlflow or os.environ.get("MLFLOW_TRACKING_URI"):
+        from models.tracking import log_training
+
+        log_training(bundle, settings, path)
     print(bundle.version)
     return 0
 
@@ -99,18 +106,45 @@ def _runner(settings: Settings):
     return Runner(settings, _engine(settings))
 
 
+def _executor(args, settings: Settings):
+    """The local Runner, or a DaskExecutor for `--executor dask` (a context manager either way)."""
+    if getattr(args, "executor", "local") == "local":
+        if getattr(args, "dask_address", None):
+            raise PipelineError("--dask-address is only used with --executor dask")
+        return contextlib.nullcontext(_runner(settings))
+    if not args.dask_address:
+        raise PipelineError("--executor dask needs --dask-address (tcp://host:8786 for a cluster, local:N for N processes here)")
+    from scheduler.dask_executor import DaskExecutor
+
+    return DaskExecutor(settings, args.dask_address)
+
+
+def _expose_metrics(args, runner) -> None:
+    """Serve the daemon's Prometheus metrics (`run --interval M --metrics-port P`)."""
+    if args.interval is None:
+        raise PipelineError("--metrics-port needs --interval (a one-off run has nothing to scrape)")
+    if getattr(args, "executor", "local") != "local":
+        raise PipelineError("--metrics-port works with the local executor only")
+    from scheduler.metrics import expose
+
+    expose(runner, args.metrics_host, args.metrics_port)
+
+
 def cmd_run(args, settings: Settings) -> int:
-    runner = _runner(settings)
-    if args.interval is not None:
-        return runner.run_forever(args.interval, args.min_records, args.max_runs)
-    report = runner.run_once(min_records=args.min_records)
+    with _executor(args, settings) as runner:
+        if args.metrics_port is not None:
+            _expose_metrics(args, runner)
+        if args.interval is not None:
+            return runner.run_forever(args.interval, args.min_records, args.max_runs)
+        report = runner.run_once(min_records=args.min_records)
     if not report.ok:
         raise PipelineError(f"run {report.batch_id} failed for compressor(s): {', '.join(report.failed)}")
     return 0
 
 
 def cmd_backfill(args, settings: Settings) -> int:
-    report = _runner(settings).backfill(args.start, args.end, args.compressor, args.advance_checkpoint)
+    with _executor(args, settings) as runner:
+        report = runner.backfill(args.start, args.end, args.compressor, args.advance_checkpoint)
     if not report.ok:
         raise PipelineError(f"backfill {report.batch_id} failed for compressor(s): {', '.join(report.failed)}")
     return 0
@@ -147,6 +181,14 @@ def cmd_models(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args, settings: Settings) -> int:
+    from service.server import serve
+
+    return serve(
+        settings, args.host, args.port, args.insecure_no_auth, args.max_windows, args.max_body_bytes, args.ssl_certfile, args.ssl_keyfile
+    )
+
+
 def cmd_demo(args, settings: Settings) -> int:
     from scheduler.demo import run_demo
 
@@ -154,6 +196,11 @@ def cmd_demo(args, settings: Settings) -> int:
 
 
 # ------------------------------------------------------------------- parser
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=["local", "dask"], default="local", help="local: this process; dask: one task per compressor on a Dask cluster")
+    parser.add_argument("--dask-address", metavar="ADDRESS", help="tcp://host:8786 (an existing Dask scheduler) or local:N (N worker processes on this machine)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run_scheduler.py", description="Compressor anomaly detection: batch scoring of fleet telemetry in SQL.")
     parser.add_argument("--config", help="TOML settings file (default: $COMPRESSOR_AD_CONFIG or built-in defaults)")
@@ -181,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--add-compressor", metavar="ID", help="add one compressor to the promoted model without retraining the others")
     p.add_argument("--no-promote", action="store_true", help="save the version without making it current")
+    p.add_argument("--mlflow", action="store_true", help="log the run to MLflow ($MLFLOW_TRACKING_URI, else var/mlruns); on whenever that variable is set")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="score new rows since each compressor's checkpoint")
@@ -189,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--interval", type=float, metavar="MINUTES", help="run now and every MINUTES until SIGTERM")
     p.add_argument("--min-records", type=int, help="skip a compressor with fewer new rows")
     p.add_argument("--max-runs", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port (with --interval)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 in a container)")
+    _add_executor_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("backfill", help="(re)score a date range; idempotent")
@@ -196,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=iso_datetime, required=True)
     p.add_argument("--compressor", action="append", help="only this compressor (repeatable)")
     p.add_argument("--advance-checkpoint", action="store_true", help="also move the live checkpoint forward")
+    _add_executor_options(p)
     p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser("status", help="per compressor: checkpoint, rows waiting, last batch")
@@ -208,6 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     promote_parser = msub.add_parser("promote", help="make VERSION the one the scheduler uses")
     promote_parser.add_argument("version")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("serve", help="HTTP scoring API: POST /score, GET /health, GET /metrics (API key in X-API-Key)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--insecure-no-auth", action="store_true", help="serve without an API key (local tests only)")
+    p.add_argument("--max-windows", type=int, default=DEFAULT_MAX_WINDOWS, help="most windows in one request (more: 413)")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="largest request body (more: 413)")
+    p.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (needs --ssl-keyfile)")
+    p.add_argument("--ssl-keyfile", help="PEM private key of --ssl-certfile")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="simulate, train, score and report on the embedded SQLite database")
     p.add_argument("--compressors", type=int, default=5)

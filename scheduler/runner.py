@@ -21,7 +21,7 @@ from db.schema import Tables, build_tables, create_all
 from db.source import check_source_columns, list_compressors
 from models.artifacts import ModelBundle, load_for_settings
 from pipeline.batch import BatchOutcome, backfill_batch, live_batch, write_summary
-from scheduler import lease
+from scheduler import faults, lease
 from scheduler.retry import is_transient, with_retries
 
 log = logging.getLogger(__name__)
@@ -106,33 +106,56 @@ class Runner:
 
         return self._retry(fetch, "listing compressors")
 
-    def _one(self, cid: str, batch_id: str, work: Callable[[sa.Connection], BatchOutcome], mode: str) -> BatchOutcome | None:
-        """Lease, run `work` in one transaction (retrying transient errors), release."""
+    def _take_lease(self, cid: str, mode: str) -> bool:
+        """Live runs skip a compressor another scheduler holds; a backfill waits up to one lease period."""
         cfg = self.settings.scheduler
-        if not self._retry(lambda: lease.acquire(self.engine, self.tables, cid, self.owner, cfg.lease_seconds), f"lease {cid}"):
-            log.info("compressor %s: leased by another scheduler, skipped this run", cid)
-            return None
+        take = lease.wait_acquire if mode == "backfill" else lease.acquire
+        if self._retry(lambda: take(self.engine, self.tables, cid, self.owner, cfg.lease_seconds), f"lease {cid}"):
+            return True
+        owner, expires = lease.holder(self.engine, self.tables, cid)
+        if mode == "backfill":
+            raise lease.LeaseLost(f"compressor {cid}: still leased by {owner} (until {expires}); backfill not done, run it again")
+        log.info("compressor %s [%s] leased by %s until %s: skipped this run", cid, mode, owner, expires)
+        return False
+
+    def _one(self, cid: str, batch_id: str, work: Callable[[sa.Connection], BatchOutcome], mode: str) -> BatchOutcome | None:
+        """Lease, run `work` in one transaction that first confirms the lease (retrying transient errors), release."""
+        cfg = self.settings.scheduler
         try:
+            if not self._take_lease(cid, mode):
+                return None
 
             def transaction():
                 with self.engine.begin() as conn:
+                    lease.confirm(conn, self.tables, cid, self.owner, cfg.lease_seconds)
                     return work(conn)
 
-            outcome = self._retry(transaction, f"compressor {cid}")
-        except Exception as exc:
-            outcome = BatchOutcome(cid, mode, status="failed", message=str(exc).splitlines()[0][:500])
-            outcome.model_version = self.bundle.version if self.bundle else None
-            self._record_failure(outcome, batch_id)
-            raise
-        finally:
             try:
-                lease.release(self.engine, self.tables, cid, self.owner)
-            except sa.exc.SQLAlchemyError as exc:
-                log.warning("compressor %s: could not release the lease (it will expire): %s", cid, exc)
+                outcome = self._retry(transaction, f"compressor {cid}")
+                faults.hit("release")
+            finally:
+                try:
+                    lease.release(self.engine, self.tables, cid, self.owner)
+                except sa.exc.SQLAlchemyError as exc:
+                    log.warning("compressor %s: could not release the lease (it will expire): %s", cid, str(exc).splitlines()[0])
+        except lease.LeaseLost as exc:
+            if mode != "live":
+                self._fail(cid, mode, batch_id, exc)
+                raise
+            log.warning("%s; skipped this run", exc)
+            return None
+        except Exception as exc:
+            self._fail(cid, mode, batch_id, exc)
+            raise
         log.info(outcome.log_line())
         if self.on_batch:
             self.on_batch(outcome)
         return outcome
+
+    def _fail(self, cid: str, mode: str, batch_id: str, exc: BaseException) -> None:
+        outcome = BatchOutcome(cid, mode, status="failed", message=str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__)
+        outcome.model_version = self.bundle.version if self.bundle else None
+        self._record_failure(outcome, batch_id)
 
     def _record_failure(self, outcome: BatchOutcome, batch_id: str) -> None:
         log.error(outcome.log_line())
@@ -193,6 +216,17 @@ class Runner:
             return lambda conn: backfill_batch(conn, self.tables, self.settings, self.bundle, cid, start, end, batch_id, advance_checkpoint)
 
         return self._run("backfill", make_work, only)
+
+    def live_one(self, cid: str, batch_id: str, min_records: int | None = None) -> BatchOutcome | None:
+        """One compressor of a live run under its lease and transaction (for executors that spread compressors)."""
+        needed = self.settings.scheduler.min_records if min_records is None else min_records
+        return self._one(cid, batch_id, lambda conn: live_batch(conn, self.tables, self.settings, self.bundle, cid, batch_id, needed), "live")
+
+    def backfill_one(self, cid: str, batch_id: str, start: datetime, end: datetime, advance_checkpoint: bool = False) -> BatchOutcome | None:
+        """One compressor of a backfill under its lease and transaction (for executors that spread compressors)."""
+        return self._one(
+            cid, batch_id, lambda conn: backfill_batch(conn, self.tables, self.settings, self.bundle, cid, start, end, batch_id, advance_checkpoint), "backfill"
+        )
 
     def run_forever(self, interval_minutes: float, min_records: int | None = None, max_runs: int | None = None) -> int:
         """Run now and then every `interval_minutes` until SIGTERM/SIGINT; returns an exit code."""

@@ -1,0 +1,123 @@
+"""Prometheus metrics of the scheduler daemon (`run --interval M --metrics-port P`).
+
+Every batch is counted through the Runner's `on_batch` hook, every run by wrapping `run_once`;
+after each run the checkpoint lag of every compressor is read from the database. Each
+`DaemonMetrics` has its own registry, so several can live in one process (tests).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+from core.errors import PipelineError
+from db.results import read_checkpoints, utcnow
+from pipeline.batch import BatchOutcome
+
+log = logging.getLogger(__name__)
+
+RUN_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class DaemonMetrics:
+    """The daemon's metric families, registered in one CollectorRegistry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.runs_started = Counter("compressor_ad_runs_started", "Scheduler runs started", registry=r)
+        self.runs_succeeded = Counter("compressor_ad_runs_succeeded", "Runs in which every compressor succeeded", registry=r)
+        self.runs_failed = Counter("compressor_ad_runs_failed", "Runs that failed or had a failed compressor", registry=r)
+        self.run_duration = Histogram("compressor_ad_run_duration_seconds", "Duration of one run over the fleet", buckets=RUN_DURATION_BUCKETS, registry=r)
+        self.last_success = Gauge("compressor_ad_last_success_timestamp_seconds", "Unix time of the last successful run", registry=r)
+        by_cid = ["compressor_id"]
+        self.batches = Counter("compressor_ad_batches", "Batches by compressor and status", ["compressor_id", "status"], registry=r)
+        self.rows_read = Counter("compressor_ad_rows_read", "Source rows read", by_cid, registry=r)
+        self.windows_scored = Counter("compressor_ad_windows_scored", "Windows scored", by_cid, registry=r)
+        self.anomaly_points = Counter("compressor_ad_anomaly_points", "Windows whose score exceeded the threshold", by_cid, registry=r)
+        self.alerts = Counter("compressor_ad_alerts_triggered", "Alerts triggered (N consecutive anomalous windows)", by_cid, registry=r)
+        self.checkpoint_lag = Gauge(
+            "compressor_ad_checkpoint_lag_seconds", "Latest source row minus the checkpoint (rows not yet scored)", by_cid, registry=r
+        )
+        self.checkpoint_age = Gauge("compressor_ad_checkpoint_age_seconds", "Now minus the checkpoint", by_cid, registry=r)
+        self.model = Info("compressor_ad_model", "Model version in use", registry=r)
+
+    def observe_batch(self, outcome: BatchOutcome) -> None:
+        """Count one compressor's batch (the Runner's on_batch hook)."""
+        cid = outcome.compressor_id
+        self.batches.labels(cid, outcome.status).inc()
+        self.rows_read.labels(cid).inc(outcome.rows_read)
+        self.windows_scored.labels(cid).inc(outcome.windows_scored)
+        self.anomaly_points.labels(cid).inc(outcome.anomaly_points)
+        self.alerts.labels(cid).inc(outcome.triggered_events)
+
+    def observe_model(self, bundle) -> None:
+        if bundle is not None:
+            self.model.info({"version": bundle.version, "detector": bundle.detector.name})
+
+    def observe_checkpoints(self, engine: sa.Engine, tables, settings, now: datetime | None = None) -> None:
+        """Set lag and age of every checkpointed compressor (one indexed MAX query per compressor)."""
+        now = now or utcnow()
+        ts = tables.source.c[settings.source.timestamp_column]
+        cid_column = tables.source.c[settings.source.compressor_column]
+        with engine.connect() as conn:
+            for cid, checkpoint in read_checkpoints(conn, tables).items():
+                if checkpoint.last_timestamp is None:
+                    continue
+                latest = conn.execute(sa.select(sa.func.max(ts)).where(cid_column == cid)).scalar()
+                self.checkpoint_age.labels(cid).set((now - checkpoint.last_timestamp).total_seconds())
+                if latest is not None:
+                    self.checkpoint_lag.labels(cid).set(max(0.0, (latest - checkpoint.last_timestamp).total_seconds()))
+
+
+def instrument(runner, metrics: DaemonMetrics) -> None:
+    """Count the runner's batches (on_batch) and runs (a wrapper around its run_once)."""
+    previous_hook = runner.on_batch
+    run_once = runner.run_once
+
+    def on_batch(outcome: BatchOutcome) -> None:
+        metrics.observe_batch(outcome)
+        if previous_hook:
+            previous_hook(outcome)
+
+    def instrumented_run_once(*args, **kwargs):
+        metrics.runs_started.inc()
+        started = time.perf_counter()
+        try:
+            report = run_once(*args, **kwargs)
+        except Exception:
+            metrics.runs_failed.inc()
+            raise
+        finally:
+            metrics.run_duration.observe(time.perf_counter() - started)
+            metrics.observe_model(runner.bundle)
+        for cid in report.failed:
+            metrics.batches.labels(cid, "failed").inc()
+        if report.ok:
+            metrics.runs_succeeded.inc()
+            metrics.last_success.set_to_current_time()
+        else:
+            metrics.runs_failed.inc()
+        try:
+            metrics.observe_checkpoints(runner.engine, runner.tables, runner.settings)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("metrics: could not read checkpoint lag: %s", str(exc).splitlines()[0])
+        return report
+
+    runner.on_batch = on_batch
+    runner.run_once = instrumented_run_once
+
+
+def expose(runner, host: str, port: int) -> DaemonMetrics:
+    """Instrument the runner and serve its metrics at http://host:port/metrics (a daemon thread)."""
+    metrics = DaemonMetrics()
+    instrument(runner, metrics)
+    try:
+        start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise PipelineError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+    log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
+    return metrics

@@ -1,0 +1,40 @@
+"""Scoring the windows of one request with the loaded bundle (the batch pipeline's functions)."""
+from __future__ import annotations
+
+import numpy as np
+
+from models.artifacts import ModelBundle
+from pipeline.scoring import top_features
+
+REQUEST_INFERENCE_BATCH = 64
+
+
+def prepare_for_requests(bundle: ModelBundle) -> None:
+    """Size LSTM inference batches for requests and compile them once, before the first request.
+
+    The batch pipeline pads inference to large fixed batches; a request holds a few windows,
+    so the service pads to REQUEST_INFERENCE_BATCH instead (one compiled shape, any request size).
+    """
+    reconstructor = getattr(bundle.detector, "reconstructor", None)
+    if reconstructor is not None:
+        reconstructor.batch_size = REQUEST_INFERENCE_BATCH
+    if bundle.compressors:
+        score(bundle, bundle.compressors[0], np.zeros((1, bundle.window, len(bundle.features)), np.float32))
+
+
+def score(bundle: ModelBundle, cid: str, windows: np.ndarray) -> list[dict]:
+    """(n, window, features) raw windows of one compressor -> one result dict per window."""
+    threshold = bundle.threshold_for(cid)
+    scores, errors, contributions = bundle.detector.score_with_errors(windows, cid)
+    names = top_features(np.asarray(contributions), bundle.features)
+    return [
+        {
+            "score": float(scores[i]),
+            "threshold": threshold,
+            "is_anomaly": bool(scores[i] > threshold),
+            "feature_errors": dict(zip(bundle.features, map(float, errors[i]))),
+            "top_features": names[i].split(", "),
+            "model_version": bundle.version,
+        }
+        for i in range(len(windows))
+    ]

@@ -1,0 +1,17 @@
+-- Least privilege on SQLite (no statements: SQLite has no users, roles or GRANT).
+--
+-- A SQLite database is one file (plus its -wal and -shm files in WAL mode, which the scheduler
+-- uses); whoever can read the file reads everything, whoever can write it changes everything.
+-- Access is therefore controlled with file-system permissions:
+--
+-- * run the scheduler as its own service user and let that user own the database folder:
+--     install -d -m 750 -o compressor-ad -g compressor-ad-read /var/lib/compressor-ad
+--   (the folder, not only the file: SQLite creates the -wal/-shm files next to the database);
+-- * give read-only users the group compressor-ad-read; they open the file read-only, e.g.
+--     sqlite3 'file:/var/lib/compressor-ad/compressor_ad.sqlite?mode=ro' 'SELECT * FROM anomaly_events'
+--   (in WAL mode a reader needs write access to the -shm file, or the folder's group write bit,
+--   or the database opened with ?immutable=1 on a copy);
+-- * no other users (mode 750 on the folder, 640 on the files);
+-- * an application that writes the telemetry into the same file needs write access to all of
+--   it: SQLite cannot limit a writer to one table. Where that separation matters, use a server
+--   database (sql/postgresql, sql/mariadb, sql/mssql each have a roles.sql).

@@ -1,0 +1,244 @@
+"""Command line: help everywhere, one-line errors, models list/promote, status, URL sources, masking."""
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scheduler.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "S3cretPw"
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """main() configures the root logger for the process; put it back after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run_scheduler.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def command_paths() -> list[tuple[str, ...]]:
+    """Every command and sub-command the parser knows, e.g. ("models", "promote")."""
+
+    def walk(parser: argparse.ArgumentParser, prefix: tuple[str, ...]):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield prefix + (name,)
+                    yield from walk(sub, prefix + (name,))
+
+    return list(walk(build_parser(), ()))
+
+
+@pytest.fixture
+def fleet_args(trained_fleet):
+    """Global options pointing at the session fleet (read-only use)."""
+    settings = trained_fleet["settings"]
+    return ["--db-url", settings.db_url, "--model-dir", str(settings.model_dir)]
+
+
+# ----------------------------------------------------------------------- help
+def test_parser_knows_the_documented_commands():
+    names = {path[0] for path in command_paths()}
+    assert {"simulate", "train", "run", "backfill", "status", "models", "demo"} <= names
+    assert ("models", "list") in command_paths() and ("models", "promote") in command_paths()
+
+
+@pytest.mark.parametrize("path", [()] + command_paths(), ids=lambda p: " ".join(p) or "top")
+def test_every_command_has_help(path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*path, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: run_scheduler.py {' '.join(path)}".rstrip())
+
+
+def test_help_through_the_entry_point():
+    done = cli("--help")
+    assert done.returncode == 0
+    for name in ("simulate", "train", "run", "backfill", "status", "models"):
+        assert name in done.stdout
+
+
+# ------------------------------------------------------------- bad arguments
+@pytest.mark.parametrize(
+    "argv, reason",
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["backfill", "--end", "2026-01-02"], "the following arguments are required: --start"),
+        (["train", "--start", "yesterday"], "not an ISO date/time: 'yesterday'"),
+        (["run"], "one of the arguments --once --interval is required"),
+        (["simulate", "--days", "many"], "invalid float value: 'many'"),
+        (["models", "promote"], "the following arguments are required: version"),
+    ],
+)
+def test_bad_arguments_exit_non_zero_with_the_reason(argv, reason, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert reason in err.strip().splitlines()[-1]
+
+
+def test_train_without_a_source_table(tmp_path, capsys):
+    code = main(["--db-url", f"sqlite:///{tmp_path / 'empty.sqlite'}", "--model-dir", str(tmp_path / "m"), "train"])
+    assert code == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1
+    assert "no such table: compressor_telemetry" in lines[0]
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_with_no_data(tmp_path, capsys):
+    from db.engine import make_engine
+    from db.schema import build_tables, create_all
+    from core.settings import load_settings
+
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    create_all(make_engine(url), build_tables(load_settings(None, env={}, db_url=url)))
+    assert main(["--db-url", url, "--model-dir", str(tmp_path / "m"), "train"]) == 1
+    assert error_lines(capsys.readouterr().err) == ["error: no compressor has enough normal windows to train on; widen the training range"]
+
+
+def test_train_on_a_range_without_rows(fleet_args, tmp_path, capsys):
+    args = fleet_args[:2] + ["--model-dir", str(tmp_path / "m")]
+    assert main([*args, "train", "--start", "2030-01-01", "--end", "2030-01-02"]) == 1
+    assert error_lines(capsys.readouterr().err) == ["error: no compressor has enough normal windows to train on; widen the training range"]
+
+
+def test_run_without_a_promoted_model(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'fleet.sqlite'}"
+    assert main(["--db-url", url, "simulate", "--compressors", "1", "--days", "0.02"]) == 0
+    capsys.readouterr()
+    done = cli("--db-url", url, "--model-dir", str(tmp_path / "no_models"), "run", "--once")
+    assert done.returncode == 1
+    assert error_lines(done.stderr) == [f"error: no model promoted in {tmp_path / 'no_models'}: run `train` first (or `models promote VERSION`)"]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: no model promoted")
+    quiet = cli("--log-level", "ERROR", "--db-url", url, "--model-dir", str(tmp_path / "no_models"), "run", "--once")
+    assert quiet.returncode == 1
+    assert len(quiet.stderr.strip().splitlines()) == 1
+    assert quiet.stdout == ""
+
+
+def test_run_without_a_source_table(tmp_path, capsys):
+    assert main(["--db-url", f"sqlite:///{tmp_path / 'x.sqlite'}", "--model-dir", str(tmp_path), "run", "--once"]) == 1
+    assert error_lines(capsys.readouterr().err) == ["error: source table 'compressor_telemetry' does not exist"]
+
+
+def test_bad_config_file(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text("[data]\nwindow = 1\n")
+    assert main(["--config", str(config), "status"]) == 1
+    assert error_lines(capsys.readouterr().err) == ["error: [data] window must be at least 2"]
+
+
+# --------------------------------------------------------------------- models
+def test_models_list_and_promote(trained_fleet, tmp_path, capsys):
+    version = trained_fleet["bundle"].version
+    model_dir = tmp_path / "models"
+    shutil.copytree(trained_fleet["settings"].model_dir, model_dir)
+    (model_dir / "current.json").unlink()
+    args = ["--model-dir", str(model_dir)]
+
+    assert main([*args, "models", "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 1 and listed[0].startswith(f"  {version}")
+    assert "lstm_ae" in listed[0] and "compressors=3" in listed[0]
+
+    assert main([*args, "models", "promote", version]) == 0
+    assert capsys.readouterr().out.strip() == f"promoted {version}"
+    assert json.loads((model_dir / "current.json").read_text()) == {"version": version}
+    assert main([*args, "models", "list"]) == 0
+    assert capsys.readouterr().out.startswith(f"* {version}")
+
+    assert main([*args, "models", "promote", "20990101T000000000000Z"]) == 1
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: model version '20990101T000000000000Z' not found: {model_dir / 'versions' / '20990101T000000000000Z' / 'metadata.json'} is missing"
+    ]
+    assert json.loads((model_dir / "current.json").read_text()) == {"version": version}
+
+
+def test_models_list_without_versions(tmp_path, capsys):
+    assert main(["--model-dir", str(tmp_path / "none"), "models", "list"]) == 0
+    assert capsys.readouterr().out.strip() == f"no model versions in {tmp_path / 'none'}"
+
+
+def test_model_dir_from_the_environment(trained_fleet, monkeypatch, capsys):
+    monkeypatch.setenv("COMPRESSOR_AD_MODEL_DIR", str(trained_fleet["settings"].model_dir))
+    assert main(["models", "list"]) == 0
+    assert capsys.readouterr().out.startswith(f"* {trained_fleet['bundle'].version}")
+
+
+# --------------------------------------------------------------------- status
+def test_status_text_and_json(fleet_args, capsys):
+    assert main([*fleet_args, "status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["compressor", "checkpoint", "waiting"]
+    rows = [line.split() for line in lines[2:]]
+    assert [r[0] for r in rows] == ["C01", "C02", "C03"]
+    assert all(r[1] == "-" and r[2] == "5760" for r in rows)  # no checkpoint, two days of rows waiting
+
+    assert main([*fleet_args, "status", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [(d["compressor_id"], d["checkpoint"], d["rows_waiting"], d["last_batch"]) for d in data] == [
+        (cid, None, 5760, None) for cid in ("C01", "C02", "C03")
+    ]
+
+
+def test_db_url_from_environment_and_option(trained_fleet, tmp_path, monkeypatch, capsys):
+    other = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    assert main(["--db-url", other, "simulate", "--compressors", "2", "--days", "0.01"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("COMPRESSOR_AD_DB_URL", trained_fleet["settings"].db_url)
+    assert main(["status", "--json"]) == 0
+    assert [d["compressor_id"] for d in json.loads(capsys.readouterr().out)] == ["C01", "C02", "C03"]
+    assert main(["--db-url", other, "status", "--json"]) == 0  # the option beats the environment
+    assert [d["compressor_id"] for d in json.loads(capsys.readouterr().out)] == ["C01", "C02"]
+
+
+# -------------------------------------------------------------------- secrets
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        (f"postgresql+psycopg://alice:{SECRET}@127.0.0.1:notaport/db", "error: invalid database URL 'postgresql+psycopg://alice:***@127.0.0.1:notaport/db'"),
+        (f"postgresql+nosuchdriver://alice:{SECRET}@127.0.0.1/db", "error: cannot create a database engine for postgresql+nosuchdriver://alice:***@127.0.0.1/db"),
+        (f"alice:{SECRET}@127.0.0.1/db", "error: invalid database URL 'alice:***@127.0.0.1/db'"),
+        (f"postgresql+psycopg://alice:{SECRET}@127.0.0.1:1/db", "error: database: "),
+    ],
+)
+def test_passwords_are_masked_in_errors(url, reason, capsys):
+    assert main(["--log-level", "DEBUG", "--db-url", url, "status"]) == 1  # DEBUG: tracebacks are logged too
+    captured = capsys.readouterr()
+    lines = error_lines(captured.err)
+    assert len(lines) == 1 and lines[0].startswith(reason)
+    assert SECRET not in captured.err + captured.out
+
+
+def test_passwords_are_masked_in_logs_of_a_failing_run(tmp_path):
+    config = tmp_path / "settings.toml"
+    config.write_text("[scheduler]\nretry_attempts = 2\nretry_base_delay_s = 0.01\n")
+    log_file = tmp_path / "run.log"
+    done = cli(
+        "--config", str(config), "--log-level", "DEBUG", "--log-file", str(log_file),
+        "--db-url", f"postgresql+psycopg://alice:{SECRET}@127.0.0.1:1/db", "--model-dir", str(tmp_path), "run", "--once",
+    )
+    assert done.returncode == 1
+    assert len(error_lines(done.stderr)) == 1
+    assert SECRET not in done.stderr + done.stdout
+    assert SECRET not in log_file.read_text()

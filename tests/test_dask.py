@@ -1,0 +1,213 @@
+"""The Dask executor: the same results as the local one (PostgreSQL, SQLite), and none lost or doubled when a worker dies."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from distributed import Client, LocalCluster
+
+from core.errors import PipelineError
+from core.settings import Settings, with_section
+from db.engine import make_engine
+from db.schema import build_tables, create_all
+from db.scratch import scratch_database
+from db.source import write_telemetry
+from models.artifacts import load_for_settings, promote, save_bundle
+from models.training import train_bundle
+from pipeline.training_data import load_normal_windows
+from scheduler.cli import main
+from scheduler.dask_executor import DaskExecutor
+from scheduler.runner import Runner
+from simulation.fleet import simulate_fleet
+
+START = datetime(2026, 1, 1)
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# Columns that differ between any two runs: surrogate keys, batch ids, wall-clock times, lease holders.
+VOLATILE = {"id", "batch_id", "created_at", "started_at", "finished_at", "duration_s", "updated_at", "lease_owner", "lease_expires_at"}
+NATURAL_KEYS = {
+    "lstm_predictions_detailed": ["compressor_id", "window_end", "model_version"],
+    "anomaly_detection_results": ["compressor_id", "timestamp", "model_version"],
+    "lstm_batch_summary": ["compressor_id", "mode", "range_start"],
+    "lstm_scheduler_checkpoint": ["compressor_id"],
+}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster of two one-thread worker processes, shared by this module's tests."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as local, Client(local) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def local_bundle(trained_fleet):
+    """The promoted model loaded once in this process, for the local executor's runs."""
+    return load_for_settings(trained_fleet["settings"])
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    try:
+        with sa.create_engine(PG_URL).connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {str(exc).splitlines()[0]}")
+    return PG_URL
+
+
+def _with_db(settings: Settings, url: str, telemetry: pd.DataFrame) -> Settings:
+    """The settings pointed at `url`, whose source table is filled with `telemetry`."""
+    settings = settings.replace(db_url=url)
+    engine = make_engine(url)
+    create_all(engine, build_tables(settings))
+    write_telemetry(engine, build_tables(settings), telemetry)
+    engine.dispose()
+    return settings
+
+
+def snapshot(settings: Settings) -> dict[str, pd.DataFrame]:
+    """Every result table without its volatile columns, sorted by its natural key."""
+    engine = make_engine(settings.db_url)
+    frames = {}
+    with engine.connect() as conn:
+        for table in build_tables(settings).result_tables:
+            columns = [c for c in table.c if c.name not in VOLATILE]
+            frame = pd.DataFrame(conn.execute(sa.select(*columns)).all(), columns=[c.name for c in columns])
+            frames[table.name] = frame.sort_values(NATURAL_KEYS[table.name]).reset_index(drop=True)
+    engine.dispose()
+    return frames
+
+
+def assert_same_results(expected: dict[str, pd.DataFrame], got: dict[str, pd.DataFrame]) -> None:
+    for name, frame in expected.items():
+        duplicated = got[name].duplicated(NATURAL_KEYS[name])
+        assert not duplicated.any(), f"{name}: {int(duplicated.sum())} duplicate rows"
+        pd.testing.assert_frame_equal(got[name], frame, check_exact=True, obj=name)
+
+
+def _cli(settings: Settings, *command: str) -> int:
+    return main(["--db-url", settings.db_url, "--model-dir", str(settings.model_dir), *command])
+
+
+def test_backfill_on_postgresql_matches_local_executor(trained_fleet, local_bundle, cluster, postgres, capsys):
+    base, telemetry = trained_fleet["settings"], trained_fleet["fleet"].telemetry
+    start, end = trained_fleet["train_end"], START + timedelta(days=2)
+    with scratch_database(postgres, "dask_local") as local_url, scratch_database(postgres, "dask_dist") as dask_url:
+        local_settings, dask_settings = _with_db(base, local_url, telemetry), _with_db(base, dask_url, telemetry)
+        runner = Runner(local_settings, make_engine(local_url), local_bundle)
+        assert runner.backfill(start, end, advance_checkpoint=True).ok
+        runner.engine.dispose()
+        code = _cli(dask_settings, "backfill", "--start", start.isoformat(), "--end", end.isoformat(), "--advance-checkpoint", "--executor", "dask", "--dask-address", cluster.scheduler.address)
+        assert code == 0
+        expected, got = snapshot(local_settings), snapshot(dask_settings)
+    err = capsys.readouterr().err
+    for cid in ("C01", "C02", "C03"):
+        assert f"compressor {cid} [backfill] ok:" in err
+    assert "backfill run" in err and "finished" in err and "0 failed" in err
+    detailed = got["lstm_predictions_detailed"]
+    assert set(detailed["compressor_id"]) == {"C01", "C02", "C03"}
+    assert len(detailed) == got["lstm_batch_summary"]["windows_scored"].sum() > 3 * 2000
+    assert detailed["is_anomaly"].any()
+    assert (got["lstm_scheduler_checkpoint"]["last_timestamp"] > start).all()
+    assert_same_results(expected, got)
+
+
+def test_live_run_on_sqlite_with_dask_matches_local_and_is_exactly_once(trained_fleet, local_bundle, cluster, tmp_path, capsys):
+    base, telemetry = trained_fleet["settings"], trained_fleet["fleet"].telemetry
+    local_settings = _with_db(base, f"sqlite:///{tmp_path / 'local.sqlite'}", telemetry)
+    dask_settings = _with_db(base, f"sqlite:///{tmp_path / 'dask.sqlite'}", telemetry)
+    runner = Runner(local_settings, make_engine(local_settings.db_url), local_bundle)
+    assert runner.run_once().ok
+    runner.engine.dispose()
+
+    assert _cli(dask_settings, "run", "--once", "--executor", "dask", "--dask-address", cluster.scheduler.address) == 0
+    first = snapshot(dask_settings)
+    assert_same_results(snapshot(local_settings), first)
+    assert len(first["lstm_predictions_detailed"]) > 3 * 2000
+    assert list(first["lstm_batch_summary"]["status"]) == ["ok"] * 3
+
+    assert _cli(dask_settings, "run", "--once", "--executor", "dask", "--dask-address", cluster.scheduler.address) == 0
+    second = snapshot(dask_settings)
+    for name in ("lstm_predictions_detailed", "anomaly_detection_results", "lstm_scheduler_checkpoint"):
+        pd.testing.assert_frame_equal(second[name], first[name], check_exact=True, obj=name)
+    err = capsys.readouterr().err
+    for cid in ("C01", "C02", "C03"):
+        assert f"compressor {cid} [live] ok:" in err
+        assert f"compressor {cid} [live] no_new_data:" in err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--executor", "dask"], "--executor dask needs --dask-address"),
+        (["--executor", "dask", "--dask-address", "local:0"], "expected local:N with N >= 1"),
+        (["--executor", "dask", "--dask-address", "somehost"], "expected tcp://host:8786"),
+        (["--dask-address", "local:2"], "only used with --executor dask"),
+    ],
+)
+def test_bad_executor_options_fail_with_a_clear_message(tmp_path, capsys, options, message):
+    code = main(["--db-url", f"sqlite:///{tmp_path / 'x.sqlite'}", "backfill", "--start", "2026-01-01", "--end", "2026-01-02", *options])
+    assert code == 1
+    assert message in capsys.readouterr().err
+
+
+def test_backfill_end_before_start_is_refused(settings):
+    with pytest.raises(PipelineError, match="before its start"):
+        DaskExecutor(settings, "local:1").backfill(datetime(2026, 1, 2), datetime(2026, 1, 1))
+
+
+def test_a_worker_killed_mid_transaction_leaves_no_duplicates_and_complete_results(cluster, settings, tmp_path):
+    """Every worker process dies inside its second compressor's transaction; Dask reruns those compressors."""
+    settings = with_section(settings, "detection", detector="iforest")
+    fleet = simulate_fleet(6, 1.0, start=START, seed=5)
+    reference = _with_db(settings, f"sqlite:///{tmp_path / 'reference.sqlite'}", fleet.telemetry)
+    target = _with_db(settings, f"sqlite:///{tmp_path / 'target.sqlite'}", fleet.telemetry)
+    train_end = START + timedelta(hours=8)
+    engine = make_engine(reference.db_url)
+    bundle = train_bundle(load_normal_windows(engine, build_tables(reference), reference, START, train_end), reference, (START.isoformat(), train_end.isoformat()))
+    save_bundle(bundle, settings.model_dir)
+    promote(settings.model_dir, bundle.version)
+    start, end = train_end, START + timedelta(days=1)
+    assert Runner(reference, engine, bundle).backfill(start, end).ok
+    engine.dispose()
+    markers = tmp_path / "killed"
+    markers.mkdir()
+
+    def die_in_second_transaction(marker_dir: str) -> None:
+        import os
+
+        import pipeline.batch as batch
+
+        original, calls = batch.write_summary, []
+
+        def write_summary(conn, tables, outcome, batch_id):
+            calls.append(outcome.compressor_id)
+            if len(calls) == 2:  # the results are inserted, the transaction is still open
+                Path(marker_dir, f"{os.getpid()}-{outcome.compressor_id}").touch()
+                os._exit(1)
+            return original(conn, tables, outcome, batch_id)
+
+        write_summary.original = original
+        batch.write_summary = write_summary
+
+    def restore() -> None:
+        import pipeline.batch as batch
+
+        batch.write_summary = getattr(batch.write_summary, "original", batch.write_summary)
+
+    cluster.run(die_in_second_transaction, str(markers))
+    try:
+        with DaskExecutor(target, cluster.scheduler.address) as executor:
+            report = executor.backfill(start, end)
+    finally:
+        cluster.run(restore)
+    killed = sorted(p.name.split("-", 1)[1] for p in markers.iterdir())
+    assert killed, "no worker died: the failure was not exercised"
+    assert report.ok and sorted(o["compressor_id"] for o in report.outcomes) == [f"C0{i}" for i in range(1, 7)]
+    assert all(o["status"] == "ok" for o in report.outcomes)
+    got = snapshot(target)
+    assert set(killed) <= set(got["lstm_predictions_detailed"]["compressor_id"])
+    assert_same_results(snapshot(reference), got)

@@ -1,0 +1,126 @@
+"""Scoring windows with the trained model: columns, thresholds, trigger, chunks and explanations."""
+import numpy as np
+import pytest
+
+import pipeline.scoring as scoring
+from core.errors import UnknownCompressorError
+from db.schema import build_tables
+from models.alerting import consecutive_counts
+from models.artifacts import ModelBundle
+from pipeline.scoring import score_windows, top_features
+from pipeline.windows import WindowSet, build_windows
+
+BASE_COLUMNS = ["window_end", "score", "threshold", "is_anomaly", "consecutive_count", "triggered", "top_features"]
+
+
+def test_top_features_names_the_largest_contributions_in_order():
+    features = ("a", "b", "c", "d", "e", "f")
+    contributions = np.array(
+        [
+            [0.1, 5.0, 0.2, 9.0, 3.0, 0.0],
+            [7.0, 1.0, 1.0, 1.0, 8.0, 6.0],
+            [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],  # ties keep the configured order
+        ]
+    )
+    assert top_features(contributions, features) == ["d, b, e", "e, a, f", "a, b, c"]
+    assert top_features(contributions, features, k=1) == ["d", "e", "a"]
+    assert top_features(np.zeros((0, 6)), features) == []
+
+
+@pytest.fixture(scope="module")
+def fleet_windows(trained_fleet):
+    """C01 windows: day 1 (training, normal) and the first hours of day 2."""
+    settings = trained_fleet["settings"]
+    tel = trained_fleet["fleet"].telemetry
+    unit = tel[tel.compressor_id == "C01"]
+    features = list(settings.data.features)
+    ws = build_windows(unit[features].to_numpy(), unit.timestamp.to_numpy(), settings.data.window, settings.max_gap_s)
+    day2 = np.datetime64(trained_fleet["train_end"], "ns")
+    return {
+        "day1": ws.take(slice(0, 400)),
+        "day2": ws.after(day2).take(slice(0, 600)),
+        "std": unit[features].std().to_numpy(),
+    }
+
+
+def with_threshold(bundle: ModelBundle, cid: str, threshold: float) -> ModelBundle:
+    return ModelBundle(bundle.detector, {**bundle.thresholds, cid: threshold}, bundle.threshold_rule, bundle.consecutive_trigger, bundle.training_range, bundle.version)
+
+
+def test_score_windows_columns_and_consistency(trained_fleet, fleet_windows):
+    bundle, settings = trained_fleet["bundle"], trained_fleet["settings"]
+    error_columns = build_tables(settings).error_columns
+    ws = fleet_windows["day2"]
+    frame = score_windows(bundle, "C01", ws, error_columns)
+    assert list(frame.columns) == BASE_COLUMNS + list(error_columns)
+    assert len(frame) == len(ws)
+    np.testing.assert_array_equal(frame["window_end"].to_numpy(), ws.end_times)
+    assert (frame["threshold"] == bundle.thresholds["C01"]).all()
+    np.testing.assert_array_equal(frame["is_anomaly"], frame["score"] > bundle.thresholds["C01"])
+    np.testing.assert_array_equal(frame["consecutive_count"], consecutive_counts(frame["is_anomaly"].to_numpy(), ws.breaks))
+    np.testing.assert_array_equal(frame["triggered"], frame["consecutive_count"] == bundle.consecutive_trigger)
+    np.testing.assert_array_equal(frame["top_features"].notna(), frame["is_anomaly"])
+    errors = frame[list(error_columns)].to_numpy()
+    assert np.isfinite(errors).all() and (errors >= 0).all()
+    np.testing.assert_allclose(errors, bundle.detector.feature_errors(ws.windows, "C01"), rtol=1e-6)
+    np.testing.assert_allclose(frame["score"], bundle.detector.score_samples(ws.windows, "C01"), rtol=1e-6)
+
+
+def test_threshold_comparison_and_trigger(trained_fleet, fleet_windows):
+    bundle, settings = trained_fleet["bundle"], trained_fleet["settings"]
+    error_columns = build_tables(settings).error_columns
+    ws = fleet_windows["day2"].take(slice(0, 10))
+    trigger = bundle.consecutive_trigger
+    everything = score_windows(with_threshold(bundle, "C01", -np.inf), "C01", ws, error_columns)
+    assert everything["is_anomaly"].all()
+    np.testing.assert_array_equal(everything["consecutive_count"], np.arange(1, 11))
+    np.testing.assert_array_equal(np.flatnonzero(everything["triggered"]), [trigger - 1])
+    assert everything["top_features"].map(lambda s: len(s.split(", "))).eq(3).all()
+    # a run carried over from the previous batch continues, and alerts when it reaches N
+    carried = score_windows(with_threshold(bundle, "C01", -np.inf), "C01", ws, error_columns, initial_count=trigger - 1)
+    np.testing.assert_array_equal(carried["consecutive_count"], np.arange(trigger, trigger + 10))
+    np.testing.assert_array_equal(np.flatnonzero(carried["triggered"]), [0])
+    nothing = score_windows(with_threshold(bundle, "C01", np.inf), "C01", ws, error_columns)
+    assert not nothing["is_anomaly"].any() and not nothing["triggered"].any()
+    assert nothing["top_features"].isna().all()
+    # a threshold between the scores splits the windows exactly at it
+    middle = float(np.median(everything["score"]))
+    split = score_windows(with_threshold(bundle, "C01", middle), "C01", ws, error_columns)
+    np.testing.assert_array_equal(split["is_anomaly"], everything["score"] > middle)
+
+
+def test_chunked_scoring_equals_one_pass(trained_fleet, fleet_windows, monkeypatch):
+    bundle, settings = trained_fleet["bundle"], trained_fleet["settings"]
+    error_columns = build_tables(settings).error_columns
+    whole = score_windows(bundle, "C01", fleet_windows["day2"], error_columns)
+    monkeypatch.setattr(scoring, "INFERENCE_CHUNK", 97)
+    chunked = score_windows(bundle, "C01", fleet_windows["day2"], error_columns)
+    np.testing.assert_allclose(chunked[list(error_columns)], whole[list(error_columns)], rtol=1e-6)
+    np.testing.assert_allclose(chunked["score"], whole["score"], rtol=1e-6)
+    np.testing.assert_array_equal(chunked["is_anomaly"], whole["is_anomaly"])
+
+
+def test_top_features_of_a_constructed_fault(trained_fleet, fleet_windows):
+    """Three signals pushed far out of range are the three named, and have the three largest errors."""
+    bundle, settings = trained_fleet["bundle"], trained_fleet["settings"]
+    error_columns = build_tables(settings).error_columns
+    features = settings.data.features
+    hit = ("seal_gas_flow", "vibration", "discharge_pressure")
+    ws = fleet_windows["day1"].take(slice(0, 50))
+    windows = ws.windows.copy()
+    for size, name in zip((20.0, 30.0, 40.0), hit):
+        windows[:, :, features.index(name)] += size * fleet_windows["std"][features.index(name)]
+    faulty = WindowSet(windows, np.arange(len(windows)), ws.end_times, ws.breaks)
+    frame = score_windows(bundle, "C01", faulty, error_columns)
+    assert frame["is_anomaly"].all()
+    assert all(set(names.split(", ")) == set(hit) for names in frame["top_features"])
+    errors = frame[list(error_columns)].to_numpy()
+    largest = {features[i] for row in np.argsort(-errors, axis=1)[:, :3] for i in row}
+    assert largest == set(hit)
+    assert frame["triggered"].sum() == 1  # one run of 50 anomalous windows: one alert
+
+
+def test_unknown_compressor(trained_fleet, fleet_windows):
+    bundle, settings = trained_fleet["bundle"], trained_fleet["settings"]
+    with pytest.raises(UnknownCompressorError, match="C99"):
+        score_windows(bundle, "C99", fleet_windows["day2"], build_tables(settings).error_columns)

@@ -1,0 +1,123 @@
+"""Settings: defaults, TOML file, environment and explicit overrides, and clear errors."""
+from pathlib import Path
+
+import pytest
+
+from core.settings import DEFAULT_DB_URL, DEFAULT_FEATURES, Settings, SettingsError, load_settings, with_section
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "settings.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_a_file():
+    settings = load_settings(None, env={})
+    assert settings == Settings()
+    assert settings.db_url == DEFAULT_DB_URL
+    assert settings.model_dir == Path("var/models")
+    assert settings.data.features == DEFAULT_FEATURES
+    assert settings.data.window == 30
+    assert settings.detection.threshold_rule == "mean_std"
+    assert settings.detection.consecutive_trigger == 3
+    assert settings.max_gap_s == pytest.approx(45.0)
+
+
+def test_toml_overrides_only_what_it_names(tmp_path):
+    path = write(
+        tmp_path,
+        """
+model_dir = "elsewhere/models"
+[database]
+url = "sqlite:///from_file.sqlite"
+[data]
+window = 12
+features = ["flow", "vibration"]
+missing_value_rule = "impute"
+[detection]
+threshold_rule = "alarm_budget"
+alarm_budget_per_hour = 0.25
+[training]
+epochs = 5
+""",
+    )
+    settings = load_settings(path, env={})
+    assert settings.db_url == "sqlite:///from_file.sqlite"
+    assert settings.model_dir == Path("elsewhere/models")
+    assert settings.data.window == 12
+    assert settings.data.features == ("flow", "vibration")
+    assert settings.data.missing_value_rule == "impute"
+    assert settings.detection.threshold_rule == "alarm_budget"
+    assert settings.detection.alarm_budget_per_hour == 0.25
+    assert settings.training.epochs == 5
+    # untouched fields keep their defaults
+    assert settings.data.sampling_interval_s == 30.0
+    assert settings.training.batch_size == Settings().training.batch_size
+    assert settings.source == Settings().source
+
+
+def test_environment_beats_file_and_explicit_overrides_beat_environment(tmp_path):
+    path = write(tmp_path, 'model_dir = "file_models"\n[database]\nurl = "sqlite:///file.sqlite"\n')
+    from_file = load_settings(path, env={})
+    assert (from_file.db_url, from_file.model_dir) == ("sqlite:///file.sqlite", Path("file_models"))
+    env = {"COMPRESSOR_AD_DB_URL": "sqlite:///env.sqlite", "COMPRESSOR_AD_MODEL_DIR": str(tmp_path / "env_models")}
+    settings = load_settings(path, env=env)
+    assert settings.db_url == "sqlite:///env.sqlite"
+    assert settings.model_dir == tmp_path / "env_models"
+    explicit = load_settings(path, env=env, db_url="sqlite:///cli.sqlite", model_dir=str(tmp_path / "cli_models"))
+    assert explicit.db_url == "sqlite:///cli.sqlite"
+    assert explicit.model_dir == tmp_path / "cli_models"
+    # None means "not given on the command line": the environment still applies
+    assert load_settings(path, env=env, db_url=None).db_url == "sqlite:///env.sqlite"
+
+
+def test_config_file_from_environment(tmp_path):
+    path = write(tmp_path, "[data]\nwindow = 7\n")
+    assert load_settings(None, env={"COMPRESSOR_AD_CONFIG": str(path)}).data.window == 7
+
+
+def test_with_section_changes_one_section_and_validates():
+    settings = with_section(Settings(), "training", epochs=2, seed=9)
+    assert (settings.training.epochs, settings.training.seed) == (2, 9)
+    assert settings.data == Settings().data
+    with pytest.raises(SettingsError, match="window must be at least 2"):
+        with_section(settings, "data", window=1)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[data]\nwindoww = 10\n", r"unknown setting\(s\) in \[data\]: windoww"),
+        ("[training]\nepochs = 3\nfoo = 1\nbar = 2\n", r"unknown setting\(s\) in \[training\]: bar, foo"),
+        ("[nonsense]\nx = 1\n", "unknown section or key in config: nonsense"),
+        ("data = 5\n", r"\[data\] must be a table"),
+        ('[data]\nwindow = "30"\n', r"\[data\] window must be a number, got '30'"),
+        ("[data]\nwindow = 2.5\n", r"\[data\] window must be an integer, got 2.5"),
+        ("[training]\nepochs = true\n", r"\[training\] epochs must be a number, got True"),
+        ('[data]\nfeatures = "flow"\n', r"\[data\] features must be a list of strings"),
+        ("[data]\nfeatures = [1, 2]\n", r"\[data\] features must be a list of strings"),
+        ("[source]\ntable = 5\n", r"\[source\] table must be a string, got 5"),
+        ('database = "sqlite:///x"\n', r"\[database\] must be a table"),
+        ("[database]\nurl = 5\n", r"\[database\] must be a table with one string key"),
+        ("model_dir = 5\n", "model_dir must be a string"),
+        ("[data]\nwindow = 1\n", r"\[data\] window must be at least 2"),
+        ("[data]\nfeatures = []\n", r"\[data\] features must not be empty"),
+        ('[data]\nfeatures = ["flow", "flow"]\n', r"\[data\] features contains duplicates"),
+        ("[data]\nsampling_interval_s = 0\n", r"sampling_interval_s must be > 0"),
+        ("[data]\nmax_gap_factor = 0.5\n", r"max_gap_factor >= 1"),
+        ('[data]\nmissing_value_rule = "zero"\n', r"\[data\] missing_value_rule must be one of"),
+        ('[detection]\nthreshold_rule = "p99"\n', r"\[detection\] threshold_rule must be one of"),
+        ("[detection]\nconsecutive_trigger = 0\n", r"\[detection\] consecutive_trigger must be at least 1"),
+        ("[training]\nvalidation_fraction = 0.7\n", r"\[training\] validation_fraction must be in \(0, 0.5\)"),
+        ("[data\nwindow = 3\n", "is not valid TOML"),
+    ],
+)
+def test_bad_settings_raise_settings_error_with_a_clear_message(tmp_path, text, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings(write(tmp_path, text), env={})
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(SettingsError, match="config file not found: .*nowhere.toml"):
+        load_settings(tmp_path / "nowhere.toml", env={})
