@@ -76,7 +76,7 @@ def run(url: str, rows: int, compressors: int) -> dict:
         if stored != rows:
             raise RuntimeError(f"{stored} rows stored, {rows} written")
         log.info("wrote %d rows in %.2f s", rows, seconds)
-        return {"db": engine.dialect.name, "rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds)}
+        return {"db": "mariadb" if getattr(engine.dialect, "is_mariadb", False) else engine.dialect.name, "rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds)}
     finally:
         engine.dispose()
 

@@ -7,7 +7,7 @@ import logging.handlers
 import re
 from pathlib import Path
 
-_URL_PASSWORD = re.compile(r"(?P<head>(?:[a-zA-Z0-9+_.-]+://)?[^:/@\s]*:)(?P<password>[^@\s]+)(?P<tail>@)")  # scheme optional: user:pw@host
+_URL_PASSWORD = re.compile(r"(?P<head>(?:[a-zA-Z0-9+_.-]+://)?[^:/@\s]*:)(?!//)(?P<password>[^@\s]+)(?P<tail>@)")  # scheme optional: user:pw@host
 _KEYWORD_PASSWORD = re.compile(r"(?i)(?P<head>\b(?:pwd|password|api[_-]?key)\s*=\s*)(?P<password>[^;\s&]+)")
 
 

@@ -67,9 +67,7 @@ def copy_postgresql(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -
                 copy.write(pgcopy.encode_rows(chunk, kinds, driver.info.encoding))
             copy.write(pgcopy.TRAILER)
     except psycopg.Error as exc:
-        # Raised as SQLAlchemy raises driver errors, so retries and error reports treat it alike.
-        text = statement.as_string(driver)
-        raise sa.exc.DBAPIError.instance(text, None, exc, psycopg.Error, connection_invalidated=driver.closed, dialect=conn.dialect) from exc
+        raise pgcopy.driver_error(conn, exc, statement.as_string(driver)) from exc
     return True
 
 

@@ -52,17 +52,19 @@ def resolve_url(url: str | sa.URL, env: Mapping[str, str] | None = None) -> sa.U
 
 
 def safe_url(url: str | sa.URL) -> str:
-    """The URL as it may appear in logs: passwords (also inside ODBC connection strings) replaced by ***."""
+    """The URL as it may appear in logs (query values decoded): passwords, also inside ODBC strings, as ***."""
     if not isinstance(url, sa.URL):
         try:
             url = make_url(url)
         except Exception:  # noqa: BLE001 - not a URL: mask what looks like a secret
             return mask_secrets(url)
-    query = {
-        key: "***" if key.lower() in _SECRET_QUERY_KEYS else (tuple(map(mask_secrets, value)) if isinstance(value, tuple) else mask_secrets(value))
-        for key, value in url.query.items()
-    }
-    return url.set(query=query).render_as_string(hide_password=True)
+    shown = url.set(query={}).render_as_string(hide_password=True)
+    pairs = [
+        f"{key}={'***' if key.lower() in _SECRET_QUERY_KEYS else mask_secrets(value)}"
+        for key, values in url.query.items()
+        for value in (values if isinstance(values, tuple) else (values,))
+    ]
+    return shown + ("?" + "&".join(pairs) if pairs else "")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

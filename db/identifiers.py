@@ -14,7 +14,7 @@ class UnsafeIdentifierError(PipelineError):
 
 def check_identifier(name: str, what: str) -> str:
     """Return `name` if it is a plain identifier (letters, digits, underscore, inner spaces)."""
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or name != name.strip():
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name != name.strip():
         raise UnsafeIdentifierError(
             f"{what} {name!r} is not allowed: use letters, digits, underscores or inner spaces only "
             "(at most 63 characters, starting with a letter or underscore)"

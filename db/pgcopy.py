@@ -1,11 +1,15 @@
-"""PostgreSQL binary COPY: a DataFrame encoded column by column with numpy, no per-value Python.
+"""PostgreSQL COPY through psycopg 3, in both directions, without per-value Python work.
 
-Rows whose NULLs and text lengths fall in the same pattern share one fixed record layout, so
-each pattern becomes one numpy structured array written out with `tobytes()`. Rows are
-therefore sent grouped by pattern (their order within one call is not kept).
+Writing (binary COPY FROM): a DataFrame is encoded column by column with numpy. Rows whose NULLs
+and text lengths fall in the same pattern share one fixed record layout, so each pattern becomes
+one numpy structured array written out with `tobytes()`; rows are therefore sent grouped by
+pattern (their order within one call is not kept).
+
+Reading (COPY (SELECT ...) TO STDOUT, CSV): pandas' C parser reads the rows, one chunk at a time.
 """
 from __future__ import annotations
 
+import io
 import struct
 
 import numpy as np
@@ -127,3 +131,47 @@ def _encode_group(fields: list, rows: np.ndarray) -> bytes:
     for name, value in zip(names, fills):
         records[name] = value
     return records.tobytes()
+
+
+def driver_error(conn: sa.Connection, exc: Exception, statement: str) -> Exception:
+    """A psycopg error as SQLAlchemy raises driver errors, so retries and error reports treat it alike."""
+    import psycopg
+
+    driver = conn.connection.driver_connection
+    return sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error, connection_invalidated=driver.closed, dialect=conn.dialect)
+
+
+def read_frames(conn: sa.Connection, stmt: sa.Select, chunk_rows: int) -> list[pd.DataFrame]:
+    """Run a SELECT as COPY (...) TO STDOUT (FORMAT csv) in the caller's transaction.
+
+    Returns one frame per `chunk_rows` rows; date/time columns come back as ISO text (DateStyle
+    ISO) for the caller to parse, floats exactly (extra_float_digits 3: shortest exact form).
+    psycopg binds the parameters on the client: COPY takes no server-side parameters.
+    """
+    import psycopg
+    from psycopg import sql
+
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    names = [c.name for c in stmt.selected_columns]
+    times = {c.name: str for c in stmt.selected_columns if isinstance(c.type, sa.DateTime)}
+    conn.exec_driver_sql("SET LOCAL extra_float_digits = 3")
+    conn.exec_driver_sql("SET LOCAL DateStyle = 'ISO'")
+    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(str(compiled)))
+    driver = conn.connection.driver_connection
+
+    def parse(rows: list) -> pd.DataFrame:
+        return pd.read_csv(io.BytesIO(b"".join(rows)), header=None, names=names, dtype=times, engine="c")
+
+    frames, pending = [], []
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement, compiled.params) as copy:
+            for row in copy:  # one data row per block
+                pending.append(row)
+                if len(pending) >= chunk_rows:
+                    frames.append(parse(pending))
+                    pending = []
+    except psycopg.Error as exc:
+        raise driver_error(conn, exc, str(compiled)) from exc
+    if pending:
+        frames.append(parse(pending))
+    return frames

@@ -1,4 +1,5 @@
-"""Reading telemetry from the source table: only the needed columns and rows, streamed in chunks."""
+"""Reading telemetry from the source table: only the needed columns and rows, streamed in chunks
+(PostgreSQL: COPY TO in CSV, parsed by pandas; see db/pgcopy.py)."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -9,6 +10,7 @@ import sqlalchemy as sa
 
 from core.errors import DataValidationError
 from core.settings import Settings
+from db import pgcopy
 from db.schema import Tables
 
 
@@ -58,12 +60,25 @@ def read_rows(
         stmt = stmt.where(ts <= until)
     stmt = stmt.order_by(ts)
     columns = _columns(tables, settings, with_label)
-    # Per-statement option: Connection.execution_options() would stream every later statement too.
-    result = conn.execute(stmt, execution_options={"yield_per": settings.scheduler.read_chunk_rows})
-    parts = [_frame(chunk, columns) for chunk in result.partitions()]
+    chunk_rows = settings.scheduler.read_chunk_rows
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        parts = [_parse_times(part, columns) for part in pgcopy.read_frames(conn, stmt, chunk_rows)]
+    else:
+        # Per-statement option: Connection.execution_options() would stream every later statement too.
+        result = conn.execute(stmt, execution_options={"yield_per": chunk_rows})
+        parts = [_frame(chunk, columns) for chunk in result.partitions()]
     if not parts:
         return _frame([], columns)
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def _parse_times(frame: pd.DataFrame, columns: list[sa.Column]) -> pd.DataFrame:
+    """ISO text of date/time columns to naive UTC datetime64 (values with an offset are converted)."""
+    for column in columns:
+        if isinstance(column.type, sa.DateTime):
+            parsed = pd.to_datetime(frame[column.name], format="ISO8601", utc=True, errors="coerce")
+            frame[column.name] = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    return frame
 
 
 def _frame(rows: list, columns: list[sa.Column]) -> pd.DataFrame:
@@ -94,22 +109,6 @@ def _times(values: tuple) -> np.ndarray:
     return np.array(values, dtype="datetime64[us]")
 
 
-def read_context(
-    conn: sa.Connection, tables: Tables, settings: Settings, compressor_id: str, at_or_before: datetime, rows: int
-) -> pd.DataFrame:
-    """The last `rows` rows at or before a timestamp (window context for the first new rows)."""
-    src = settings.source
-    ts = tables.source.c[src.timestamp_column]
-    stmt = (
-        sa.select(*_columns(tables, settings, False))
-        .where(tables.source.c[src.compressor_column] == compressor_id, ts <= at_or_before)
-        .order_by(ts.desc())
-        .limit(rows)
-    )
-    frame = _frame(conn.execute(stmt).fetchall(), _columns(tables, settings, False))
-    return frame.iloc[::-1].reset_index(drop=True)
-
-
 def span(
     conn: sa.Connection, tables: Tables, settings: Settings, compressor_id: str, after: datetime | None, until: datetime | None = None
 ) -> tuple[int, datetime | None, datetime | None]:
@@ -134,7 +133,7 @@ def nth_timestamp_before(
     stmt = (
         sa.select(ts)
         .where(tables.source.c[src.compressor_column] == compressor_id, ts <= at_or_before)
-        .distinct()
+        .group_by(ts)
         .order_by(ts.desc())
         .offset(n - 1)
         .limit(1)

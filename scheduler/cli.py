@@ -100,10 +100,25 @@ def cmd_train(args, settings: Settings) -> int:
     return 0
 
 
-def _runner(settings: Settings):
+def _bundle(settings: Settings, version: str | None = None, detector: str | None = None):
+    """Model VERSION, else the newest version of DETECTOR, else the promoted version."""
+    from models.artifacts import list_versions, load_for_settings
+
+    if version is None and detector is not None:
+        found = [m["version"] for m in list_versions(settings.model_dir) if m.get("detector") == detector]
+        if not found:
+            raise PipelineError(f"no {detector} model version in {settings.model_dir}: train one with `train --detector {detector}`")
+        version = found[-1]
+    bundle = load_for_settings(settings, version)
+    if detector is not None and bundle.detector.name != detector:
+        raise PipelineError(f"model version {bundle.version} is a {bundle.detector.name} model, not {detector}")
+    return bundle
+
+
+def _runner(settings: Settings, detector: str | None = None):
     from scheduler.runner import Runner
 
-    return Runner(settings, _engine(settings))
+    return Runner(settings, _engine(settings), _bundle(settings, detector=detector) if detector else None)
 
 
 def _executor(args, settings: Settings):
@@ -111,7 +126,9 @@ def _executor(args, settings: Settings):
     if getattr(args, "executor", "local") == "local":
         if getattr(args, "dask_address", None):
             raise PipelineError("--dask-address is only used with --executor dask")
-        return contextlib.nullcontext(_runner(settings))
+        return contextlib.nullcontext(_runner(settings, getattr(args, "detector", None)))
+    if getattr(args, "detector", None):
+        raise PipelineError("--detector works with the local executor only (Dask workers use the promoted version)")
     if not args.dask_address:
         raise PipelineError("--executor dask needs --dask-address (tcp://host:8786 for a cluster, local:N for N processes here)")
     from scheduler.dask_executor import DaskExecutor
@@ -147,6 +164,31 @@ def cmd_backfill(args, settings: Settings) -> int:
         report = runner.backfill(args.start, args.end, args.compressor, args.advance_checkpoint)
     if not report.ok:
         raise PipelineError(f"backfill {report.batch_id} failed for compressor(s): {', '.join(report.failed)}")
+    return 0
+
+
+def cmd_evaluate(args, settings: Settings) -> int:
+    from evaluation.evaluate import evaluate_range
+    from evaluation.report import overall_text, write_report
+
+    bundle = _bundle(settings, args.model, args.detector)
+    result = evaluate_range(_engine(settings), _tables(settings), settings, bundle, args.start, args.end, args.compressor)
+    out = Path(args.out) if args.out else Path("var/reports") / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = write_report(result, settings, out)
+    print(f"model {result.model_version} ({result.detector}), {', '.join(result.compressors)}, {result.start} .. {result.end}")
+    print(overall_text(result))
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_import_csv(args, settings: Settings) -> int:
+    from pipeline.importer import CsvMapping, import_csv
+
+    if args.features:
+        settings = with_section(settings, "data", features=tuple(f.strip() for f in args.features.split(",") if f.strip()))
+    sep = "\t" if args.sep in ("\\t", "tab") else args.sep
+    mapping = CsvMapping(args.timestamp_col, args.compressor_col, args.compressor_id, args.label_col, sep)
+    import_csv(_engine(settings), _tables(settings), settings, Path(args.file), mapping)
     return 0
 
 
@@ -239,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-runs", type=int, help=argparse.SUPPRESS)
     p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port (with --interval)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 in a container)")
+    p.add_argument("--detector", choices=["lstm_ae", "iforest"], help="use the newest version of this detector instead of the promoted one")
     _add_executor_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -247,8 +290,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=iso_datetime, required=True)
     p.add_argument("--compressor", action="append", help="only this compressor (repeatable)")
     p.add_argument("--advance-checkpoint", action="store_true", help="also move the live checkpoint forward")
+    p.add_argument("--detector", choices=["lstm_ae", "iforest"], help="use the newest version of this detector instead of the promoted one")
     _add_executor_options(p)
     p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("evaluate", help="score a labelled range in memory and report metrics against the labels")
+    p.add_argument("--start", type=iso_datetime, required=True)
+    p.add_argument("--end", type=iso_datetime, required=True)
+    p.add_argument("--model", metavar="VERSION", help="model version (default: the promoted one)")
+    p.add_argument("--detector", choices=["lstm_ae", "iforest"], help="the newest version of this detector (when --model is not given)")
+    p.add_argument("--compressor", action="append", help="only this compressor (repeatable)")
+    p.add_argument("--out", metavar="DIR", help="report directory (default var/reports/<UTC time>)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("import-csv", help="load a CSV of telemetry into the source table (all rows or none)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--timestamp-col", required=True, metavar="COLUMN", help="ISO 8601 timestamps (naive = UTC)")
+    p.add_argument("--compressor-col", metavar="COLUMN", help="column of compressor ids (or --compressor-id)")
+    p.add_argument("--compressor-id", metavar="ID", help="one compressor id for the whole file (or --compressor-col)")
+    p.add_argument("--label-col", metavar="COLUMN", help="0/1 label column")
+    p.add_argument("--sep", default=",", help="field separator (default ','; '\\t' or 'tab' for tabs)")
+    p.add_argument("--features", metavar="A,B,C", help="signal columns to load instead of the configured features")
+    p.set_defaults(func=cmd_import_csv)
 
     p = sub.add_parser("status", help="per compressor: checkpoint, rows waiting, last batch")
     p.add_argument("--json", action="store_true")

@@ -5,7 +5,10 @@ and builds a Runner around it. A task scores one compressor through that Runner'
 method, so the lease, the single transaction and the checkpoint are exactly those of a local run.
 A task whose worker dies is rescheduled by Dask (`distributed.scheduler.allowed-failures`), one that
 raises is retried (`retries`); the transaction of a dead attempt never commits, and the natural keys
-of the result tables reject a second copy of a window, so a retry leaves no duplicates.
+of the result tables reject a second copy of a window, so a retry leaves no duplicates. Each result
+is released as soon as the client has it, so Dask does not rerun a finished compressor when its
+worker dies later; only a death between commit and hand-over reruns one, which then finds nothing
+new (live) or replaces its rows with identical ones and logs a second summary row (backfill).
 """
 from __future__ import annotations
 
@@ -230,23 +233,25 @@ class DaskExecutor:
         compressors = self.compressors(only)
         workers = len(self.client.scheduler_info(n_workers=-1)["workers"])
         log.info("%s run %s: %d compressors on %s, model %s, %d Dask workers", mode, report.batch_id, len(compressors), safe_url(self.engine.url), self.version, workers)
-        futures = {
-            self.client.submit(score_compressor, self.plugin_name, cid, report.batch_id, job, key=f"{mode}-{report.batch_id}-{cid}", retries=self.retries, pure=False): cid
-            for cid in compressors
-        }
+        keys = {f"{mode}-{report.batch_id}-{cid}": cid for cid in compressors}
+        pending = as_completed(
+            self.client.submit(score_compressor, self.plugin_name, cid, report.batch_id, job, key=key, retries=self.retries, pure=False)
+            for key, cid in keys.items()
+        )
         results: dict[str, dict[str, Any]] = {}
-        pending = as_completed(futures)
         for future in pending:
-            cid = futures[future]
+            cid = keys[future.key]
             try:
                 result = future.result()
             except Exception as exc:  # noqa: BLE001 - any task error ends as this compressor's failure
                 result = _not_scored(cid, mode, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500], "?")
+            # Released at once: a result Dask still holds would be recomputed if its worker died later.
+            future.release()
             self._log(result)
             results[cid] = result
             if self.stop and pending.count():
                 log.info("stop requested: cancelling %d compressors not finished in this run", pending.count())
-                self.client.cancel(list(futures))
+                pending.clear()
                 break
         for cid in compressors:
             result = results.get(cid)

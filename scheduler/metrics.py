@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 from core.errors import PipelineError
 from db.results import read_checkpoints, utcnow
-from pipeline.batch import BatchOutcome
+
+if TYPE_CHECKING:
+    from pipeline.batch import BatchOutcome
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import ModelArtifactError, UnknownCompressorError
+from core.settings import with_section
 from models.artifacts import (
     CURRENT_FILE,
     METADATA_FILE,
@@ -93,7 +94,7 @@ def test_feature_list_must_match_the_configuration(trained_fleet, model_dir):
         load_bundle(model_dir, expected_features=reordered)
     fewer = settings.data.features[:-1]
     with pytest.raises(ModelArtifactError, match="configuration lists"):
-        load_for_settings(settings.replace(model_dir=model_dir, data=settings.data.__class__(features=fewer)))
+        load_for_settings(with_section(settings.replace(model_dir=model_dir), "data", features=fewer))
 
 
 def test_unknown_detector_in_metadata(trained_fleet, model_dir):

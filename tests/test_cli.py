@@ -1,13 +1,16 @@
 """Command line: help everywhere, one-line errors, models list/promote, status, URL sources, masking."""
 import argparse
+import contextlib
 import json
 import logging
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from scheduler.cli import build_parser, main
 
@@ -47,10 +50,18 @@ def command_paths() -> list[tuple[str, ...]]:
 
 
 @pytest.fixture
-def fleet_args(trained_fleet):
-    """Global options pointing at the session fleet (read-only use)."""
-    settings = trained_fleet["settings"]
-    return ["--db-url", settings.db_url, "--model-dir", str(settings.model_dir)]
+def fleet_url(trained_fleet, tmp_path):
+    """A private copy of the session fleet's database (telemetry only, nothing scored yet)."""
+    target = tmp_path / "fleet.sqlite"
+    source = sa.make_url(trained_fleet["settings"].db_url).database
+    with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+    return f"sqlite:///{target}"
+
+
+@pytest.fixture
+def fleet_args(trained_fleet, fleet_url):
+    return ["--db-url", fleet_url, "--model-dir", str(trained_fleet["settings"].model_dir)]
 
 
 # ----------------------------------------------------------------------- help
@@ -179,8 +190,9 @@ def test_models_list_without_versions(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == f"no model versions in {tmp_path / 'none'}"
 
 
-def test_model_dir_from_the_environment(trained_fleet, monkeypatch, capsys):
-    monkeypatch.setenv("COMPRESSOR_AD_MODEL_DIR", str(trained_fleet["settings"].model_dir))
+def test_model_dir_from_the_environment(trained_fleet, tmp_path, monkeypatch, capsys):
+    shutil.copytree(trained_fleet["settings"].model_dir, tmp_path / "env_models")
+    monkeypatch.setenv("COMPRESSOR_AD_MODEL_DIR", str(tmp_path / "env_models"))
     assert main(["models", "list"]) == 0
     assert capsys.readouterr().out.startswith(f"* {trained_fleet['bundle'].version}")
 
@@ -201,11 +213,11 @@ def test_status_text_and_json(fleet_args, capsys):
     ]
 
 
-def test_db_url_from_environment_and_option(trained_fleet, tmp_path, monkeypatch, capsys):
+def test_db_url_from_environment_and_option(fleet_url, tmp_path, monkeypatch, capsys):
     other = f"sqlite:///{tmp_path / 'other.sqlite'}"
     assert main(["--db-url", other, "simulate", "--compressors", "2", "--days", "0.01"]) == 0
     capsys.readouterr()
-    monkeypatch.setenv("COMPRESSOR_AD_DB_URL", trained_fleet["settings"].db_url)
+    monkeypatch.setenv("COMPRESSOR_AD_DB_URL", fleet_url)
     assert main(["status", "--json"]) == 0
     assert [d["compressor_id"] for d in json.loads(capsys.readouterr().out)] == ["C01", "C02", "C03"]
     assert main(["--db-url", other, "status", "--json"]) == 0  # the option beats the environment

@@ -43,8 +43,10 @@ def fleet_windows(trained_fleet):
     }
 
 
-def with_threshold(bundle: ModelBundle, cid: str, threshold: float) -> ModelBundle:
-    return ModelBundle(bundle.detector, {**bundle.thresholds, cid: threshold}, bundle.threshold_rule, bundle.consecutive_trigger, bundle.training_range, bundle.version)
+def with_threshold(bundle: ModelBundle, cid: str, threshold: float | None = None, trigger: int = 3) -> ModelBundle:
+    """The same detector with one threshold and the trigger replaced."""
+    thresholds = {**bundle.thresholds, cid: bundle.thresholds[cid] if threshold is None else threshold}
+    return ModelBundle(bundle.detector, thresholds, bundle.threshold_rule, trigger, bundle.training_range, bundle.version)
 
 
 def test_score_windows_columns_and_consistency(trained_fleet, fleet_windows):
@@ -70,7 +72,7 @@ def test_threshold_comparison_and_trigger(trained_fleet, fleet_windows):
     bundle, settings = trained_fleet["bundle"], trained_fleet["settings"]
     error_columns = build_tables(settings).error_columns
     ws = fleet_windows["day2"].take(slice(0, 10))
-    trigger = bundle.consecutive_trigger
+    trigger = 3
     everything = score_windows(with_threshold(bundle, "C01", -np.inf), "C01", ws, error_columns)
     assert everything["is_anomaly"].all()
     np.testing.assert_array_equal(everything["consecutive_count"], np.arange(1, 11))
@@ -111,7 +113,7 @@ def test_top_features_of_a_constructed_fault(trained_fleet, fleet_windows):
     for size, name in zip((20.0, 30.0, 40.0), hit):
         windows[:, :, features.index(name)] += size * fleet_windows["std"][features.index(name)]
     faulty = WindowSet(windows, np.arange(len(windows)), ws.end_times, ws.breaks)
-    frame = score_windows(bundle, "C01", faulty, error_columns)
+    frame = score_windows(with_threshold(bundle, "C01", trigger=3), "C01", faulty, error_columns)
     assert frame["is_anomaly"].all()
     assert all(set(names.split(", ")) == set(hit) for names in frame["top_features"])
     errors = frame[list(error_columns)].to_numpy()

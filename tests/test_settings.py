@@ -18,10 +18,7 @@ def test_defaults_without_a_file():
     assert settings.db_url == DEFAULT_DB_URL
     assert settings.model_dir == Path("var/models")
     assert settings.data.features == DEFAULT_FEATURES
-    assert settings.data.window == 30
-    assert settings.detection.threshold_rule == "mean_std"
-    assert settings.detection.consecutive_trigger == 3
-    assert settings.max_gap_s == pytest.approx(45.0)
+    assert settings.max_gap_s == pytest.approx(settings.data.sampling_interval_s * settings.data.max_gap_factor)
 
 
 def test_toml_overrides_only_what_it_names(tmp_path):

@@ -69,7 +69,7 @@ def test_too_few_windows_is_a_clear_error(tmp_path, caplog):
 
 
 def test_unknown_detector(tmp_path):
-    settings = small_settings(tmp_path).replace(detection=small_settings(tmp_path).detection.__class__(detector="nope"))
+    settings = with_section(small_settings(tmp_path), "detection", detector="nope")
     with pytest.raises(ValueError, match="unknown detector 'nope'"):
         make_detector(settings)
 
