@@ -88,13 +88,15 @@ def run(url: str, compressors: int, rows: int, incremental: int, epochs: int, mo
 
         write_telemetry(engine, tables, late)
         outcomes.clear()
+        timer = StageTimer()
         started = time.perf_counter()
         live = runner.run_once()
         incremental_s = time.perf_counter() - started
         if not live.ok:
             raise RuntimeError(f"live run failed for {live.failed}")
         new_rows = sum(o.rows_read for o in outcomes)
-        log.info("hourly incremental run: %d new rows (%d per compressor) in %.2f s", new_rows, incremental, incremental_s)
+        live_stages = " ".join(f"{name}={timer.seconds.get(name, 0.0):.2f}s" for name in STAGES)
+        log.info("hourly incremental run: %d new rows (%d per compressor) in %.2f s (%s)", new_rows, incremental, incremental_s, live_stages)
         return {
             "db": "mariadb" if getattr(engine.dialect, "is_mariadb", False) else engine.dialect.name,
             "rows": rows_read,

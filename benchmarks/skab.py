@@ -26,6 +26,9 @@ Every score method and k of one trained network are calibrated with models.train
 that network (training is not repeated for them). The search selects on the benchmark files
 themselves, as the protocol has no separate validation files.
 
+The best configuration of a detector is the one with the highest F1 among those whose FAR does not
+exceed the top published row's (Conv-AE, 13.55 %): the leaderboard counts a win only on both.
+
 Prints every configuration tried, the published leaderboard with the best row of each detector
 inserted by F1, the split by folder, one JSON line per detector and, last, the best one:
 {"detector", "f1", "far", "mar"} (FAR and MAR in %, as in the leaderboard).
@@ -92,6 +95,7 @@ LEADERBOARD = (
     ("Vanilla AE", 0.39, 2.59, 75.15),
     ("Isolation Forest", 0.29, 2.56, 82.89),
 )
+TOP_FAR = min(far for _, f1, far, _ in LEADERBOARD if f1 == max(r[1] for r in LEADERBOARD))  # Conv-AE, 13.55 %
 
 
 @dataclass(frozen=True)
@@ -325,7 +329,9 @@ def run_benchmark(files: list[SkabFile], base: Settings, variants: list[Variant]
 
 # ------------------------------------------------------------------ output
 def _best(outcomes: list[Outcome]) -> Outcome:
-    return max(outcomes, key=lambda o: (o.overall["f1"], -o.overall["far"]))
+    """Highest F1 among configurations whose FAR does not exceed the top published row's (any, if none)."""
+    within = [o for o in outcomes if 100 * o.overall["far"] <= TOP_FAR]
+    return max(within or outcomes, key=lambda o: (o.overall["f1"], -o.overall["far"]))
 
 
 def _row(name: str, f1: float, far: float, mar: float, digits: int) -> str:
@@ -337,7 +343,8 @@ def report(outcomes: list[Outcome], n_files: int) -> list[Outcome]:
     print(f"\nConfigurations tried ({n_files} files, {outcomes[0].scored_rows} scored rows):")
     for o in sorted(outcomes, key=lambda o: -o.overall["f1"]):
         m = o.overall
-        print(f"  {DETECTOR_NAMES[o.variant.detector]:<16} {o.variant.label():<45} F1 {m['f1']:.4f}  FAR {100 * m['far']:6.2f} %  MAR {100 * m['mar']:6.2f} %")
+        print(f"  {DETECTOR_NAMES[o.variant.detector]:<16} {o.variant.label():<45} F1 {m['f1']:.4f}  FAR {100 * m['far']:6.2f} %  MAR {100 * m['mar']:6.2f} %"
+              + ("  beats the top row" if m["f1"] > LEADERBOARD[0][1] and 100 * m["far"] <= TOP_FAR else ""))
     bests = [_best([o for o in outcomes if o.variant.detector == d]) for d in DETECTOR_NAMES if any(o.variant.detector == d for o in outcomes)]
     rows = [(name, f1, far, mar, False) for name, f1, far, mar in LEADERBOARD]
     for o in bests:

@@ -149,13 +149,16 @@ def test_nan_inf_and_text_in_numeric_columns(fleet, tmp_path, rule):
     rows = fleet.live(2.0)
     settings, engine, tables = _db(fleet, tmp_path, "bad", data={"missing_value_rule": rule})
     append(engine, tables, rows)
-    feature = tables.source.c[fleet.bundle.features[1]]
-    ts = tables.source.c["timestamp"]
+    assert fleet.bundle.features[1] == "seal_gas_flow"
+    # Untyped values, as another program would write them (SQLite keeps text in a REAL column).
+    update = sa.text('UPDATE compressor_telemetry SET seal_gas_flow = :value WHERE "timestamp" = :ts').bindparams(
+        sa.bindparam("value", type_=sa.types.NullType()), sa.bindparam("ts", type_=tables.source.c["timestamp"].type)
+    )
     marks = {"nan": timedelta(minutes=30), "inf": timedelta(minutes=60), "text": timedelta(minutes=90)}
     with engine.begin() as conn:
         for kind, offset in marks.items():
             value = {"nan": None, "inf": float("inf"), "text": "n/a"}[kind]
-            conn.execute(sa.update(tables.source).where(ts == TRAIN_END + offset).values({feature: value}))
+            assert conn.execute(update, {"value": value, "ts": TRAIN_END + offset}).rowcount == 3
     run_live(settings, engine, fleet.bundle)
     summary = _summary(engine, tables)
     for reasons in summary["reasons"]:
