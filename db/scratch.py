@@ -40,7 +40,7 @@ def scratch_database(url: str, prefix: str = "scratch") -> Iterator[str]:
     if backend not in _ADMIN_DATABASE:
         raise PipelineError(f"no scratch databases on {backend}")
     admin = sa.create_engine(parsed.set(database=_ADMIN_DATABASE[backend]), isolation_level="AUTOCOMMIT")
-    # DDL on databases takes no bind parameters: the name is generated above, checked and quoted.
+    # DDL on databases takes no bind parameters: the name is made above from a random hex string, checked and quoted.
     quoted = admin.dialect.identifier_preparer.quote(name)
     try:
         with admin.connect() as conn:
