@@ -92,6 +92,7 @@ class TrainingSettings:
     patience: int = 4
     window_stride: int = 2
     seed: int = 42
+    max_windows_per_compressor: int = 2_000_000
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,9 @@ def read_rows(
     after: datetime | None = None,
     until: datetime | None = None,
     with_label: bool = False,
+    limit: int | None = None,
 ) -> pd.DataFrame:
-    """Rows of one compressor with after < timestamp <= until, in time order, fetched in chunks."""
+    """Rows of one compressor with after < timestamp <= until, in time order (the first `limit`), fetched in chunks."""
     src = settings.source
     ts = tables.source.c[src.timestamp_column]
     stmt = sa.select(*_columns(tables, settings, with_label)).where(tables.source.c[src.compressor_column] == compressor_id)
@@ -59,6 +60,8 @@ def read_rows(
     if until is not None:
         stmt = stmt.where(ts <= until)
     stmt = stmt.order_by(ts)
+    if limit is not None:
+        stmt = stmt.limit(limit)
     columns = _columns(tables, settings, with_label)
     chunk_rows = settings.scheduler.read_chunk_rows
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":

@@ -163,10 +163,11 @@ class IsolationForestDetector:
         self.compressors.append(cid)
         log.info("isolation forest for %s: %d trees on %d windows", cid, N_ESTIMATORS, len(sub))
 
-    def fit(self, train: dict[str, WindowSet], validation: dict[str, WindowSet]) -> "IsolationForestDetector":
+    def fit(self, train: dict[str, WindowSet], validation: dict[str, WindowSet], row_moments: dict | None = None) -> "IsolationForestDetector":
         """Fit one forest per compressor on its normal training windows (every `window_stride`-th).
 
-        `validation` is accepted for parity with the LSTM detector; a forest needs no early stopping.
+        `validation` and `row_moments` are accepted for parity with the LSTM detector; a forest needs
+        no early stopping and standardises its own window statistics.
         """
         self.compressors, self._units = [], []
         for cid in sorted(train):

@@ -13,7 +13,7 @@ from models.autoencoder import build_autoencoder, freeze_all_but_head, grow_auto
 from models.error_model import ErrorModel
 from models.inference import HeadwiseReconstructor
 from models.trainer import HeadData, HeadwiseTrainer
-from models.scaler import CompressorScaler
+from models.scaler import CompressorScaler, RowMoments
 from pipeline.windows import WindowSet
 
 log = logging.getLogger(__name__)
@@ -68,15 +68,21 @@ class LSTMAutoencoderDetector:
             self.history.setdefault(key, []).extend(values)
         self._reconstructor = None
 
-    def fit(self, train: dict[str, WindowSet], validation: dict[str, WindowSet]) -> "LSTMAutoencoderDetector":
+    def fit(
+        self, train: dict[str, WindowSet], validation: dict[str, WindowSet], row_moments: dict[str, RowMoments] | None = None
+    ) -> "LSTMAutoencoderDetector":
         """Fit scalers on the training rows and the model on normal windows of every compressor.
 
-        `validation` holds later, held-out windows per compressor (time-ordered split) for early stopping.
+        `validation` holds later, held-out windows per compressor (time-ordered split) for early stopping;
+        `row_moments`, where given, are a compressor's scaler statistics over all its streamed rows.
         """
         keras.utils.set_random_seed(self.training.seed)
         self.compressors = sorted(train)
         for cid in self.compressors:
-            self.scaler.fit(train[cid].last_rows(), cid)
+            if row_moments and cid in row_moments:
+                self.scaler.fit_moments(row_moments[cid], cid)
+            else:
+                self.scaler.fit(train[cid].last_rows(), cid)
         self.model = build_autoencoder(len(self.compressors), self.window, len(self.features))
         self._fit_heads(train, validation, train_encoder=True)
         for cid in self.compressors:

@@ -8,6 +8,34 @@ from core.errors import UnknownCompressorError
 _MIN_STD = 1e-6
 
 
+class RowMoments:
+    """Count, mean and sum of squared deviations of rows, merged chunk by chunk (Chan et al.)."""
+
+    def __init__(self, n_features: int) -> None:
+        self.count = 0
+        self.mean = np.zeros(n_features)
+        self.m2 = np.zeros(n_features)
+
+    def add(self, rows: np.ndarray) -> None:
+        """Merge the moments of a (n_rows, n_features) chunk."""
+        n = len(rows)
+        if n == 0:
+            return
+        rows = np.asarray(rows, dtype=np.float64)
+        mean = rows.mean(axis=0)
+        m2 = ((rows - mean) ** 2).sum(axis=0)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation (as numpy's default)."""
+        return np.sqrt(self.m2 / max(self.count, 1))
+
+
 class CompressorScaler:
     """Standardises each compressor's signals with its own normal-period mean and std."""
 
@@ -21,6 +49,14 @@ class CompressorScaler:
             raise ValueError(f"compressor {compressor_id}: need at least 2 rows to fit a scaler")
         self.mean_[compressor_id] = rows.mean(axis=0).astype(np.float32)
         self.std_[compressor_id] = np.maximum(rows.std(axis=0), _MIN_STD).astype(np.float32)
+        return self
+
+    def fit_moments(self, moments: RowMoments, compressor_id: str) -> "CompressorScaler":
+        """Fit one compressor from moments accumulated over its normal rows."""
+        if moments.count < 2:
+            raise ValueError(f"compressor {compressor_id}: need at least 2 rows to fit a scaler")
+        self.mean_[compressor_id] = moments.mean.astype(np.float32)
+        self.std_[compressor_id] = np.maximum(moments.std, _MIN_STD).astype(np.float32)
         return self
 
     def transform(self, values: np.ndarray, compressor_id: str) -> np.ndarray:

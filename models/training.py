@@ -9,6 +9,7 @@ import numpy as np
 
 from core.settings import Settings
 from models.artifacts import ModelBundle
+from models.scaler import RowMoments
 from models.thresholds import alarm_budget_threshold, mean_std_threshold
 from pipeline.windows import WindowSet
 
@@ -70,12 +71,21 @@ def _check_enough(sets: dict[str, WindowSet], settings: Settings) -> dict[str, T
     return splits
 
 
-def train_bundle(sets: dict[str, WindowSet], settings: Settings, training_range: tuple[str | None, str | None]) -> ModelBundle:
-    """Fit a detector on every compressor's normal windows and calibrate its thresholds."""
+def train_bundle(
+    sets: dict[str, WindowSet],
+    settings: Settings,
+    training_range: tuple[str | None, str | None],
+    row_moments: dict[str, RowMoments] | None = None,
+) -> ModelBundle:
+    """Fit a detector on every compressor's normal windows and calibrate its thresholds.
+
+    `row_moments` (from streamed training data) give the scaler statistics of a compressor whose
+    windows are a sample; the others are scaled on their fit windows' rows.
+    """
     started = time.perf_counter()
     splits = _check_enough(sets, settings)
     detector = make_detector(settings)
-    detector.fit({c: s.fit for c, s in splits.items()}, {c: s.holdout for c, s in splits.items()})
+    detector.fit({c: s.fit for c, s in splits.items()}, {c: s.holdout for c, s in splits.items()}, row_moments or {})
     thresholds = {cid: calibrate(detector, cid, split, settings) for cid, split in splits.items()}
     log.info(
         "trained %s on %d compressors in %.1f s; thresholds (%s): %s",

@@ -69,7 +69,7 @@ def cmd_simulate(args, settings: Settings) -> int:
 def cmd_train(args, settings: Settings) -> int:
     from models.artifacts import load_for_settings, promote, save_bundle
     from models.training import add_compressor_to_bundle, train_bundle
-    from pipeline.training_data import load_normal_windows
+    from pipeline.training_data import load_normal_windows, load_training_data
 
     if args.detector:
         settings = with_section(settings, "detection", detector=args.detector)
@@ -85,8 +85,8 @@ def cmd_train(args, settings: Settings) -> int:
         bundle = add_compressor_to_bundle(bundle, args.add_compressor, sets[args.add_compressor], settings)
         bundle.version = ""
     else:
-        sets = load_normal_windows(engine, tables, settings, args.start, args.end)
-        bundle = train_bundle(sets, settings, training_range)
+        sets, moments = load_training_data(engine, tables, settings, args.start, args.end)
+        bundle = train_bundle(sets, settings, training_range, moments)
     path = save_bundle(bundle, settings.model_dir)
     log.info("saved model version %s to %s", bundle.version, path)
     if not args.no_promote:
