@@ -95,6 +95,16 @@ def sample_normal_windows(
     return WindowSet(windows, np.arange(len(windows)), times, np.ones(len(windows), bool)), moments
 
 
+def _check_rule_allows_sampling(settings: Settings, compressor_id: str, rows: int) -> None:
+    """The alarm-budget rule counts runs of consecutive windows, which a strided sample does not keep."""
+    if settings.detection.threshold_rule == "alarm_budget":
+        raise ValueError(
+            f"compressor {compressor_id}: {rows} rows exceed training.max_windows_per_compressor "
+            f"({settings.training.max_windows_per_compressor}); the alarm_budget threshold rule needs every window, "
+            "so raise the cap, narrow the training range or use threshold_rule = \"mean_std\""
+        )
+
+
 def load_training_data(
     engine: sa.Engine,
     tables: Tables,
@@ -114,6 +124,7 @@ def load_training_data(
             after = start - pd.Timedelta(microseconds=1) if start else None
             rows = span(conn, tables, settings, cid, after, end)[0]
             if rows > cap:
+                _check_rule_allows_sampling(settings, cid, rows)
                 sets[cid], moments[cid] = sample_normal_windows(conn, tables, settings, cid, start, end, math.ceil(rows / cap))
             else:
                 sets[cid] = _windows(read_rows(conn, tables, settings, cid, after=after, until=end, with_label=True), settings)

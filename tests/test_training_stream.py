@@ -63,6 +63,14 @@ def test_window_cap_keeps_a_strided_sample_and_scales_on_all_rows(stored):
     np.testing.assert_allclose(moments[cid].std, full.std(axis=0), rtol=1e-9)
 
 
+def test_window_cap_with_alarm_budget_is_a_clear_error(stored):
+    settings, engine, tables, _, rows = stored
+    capped = with_section(settings, "training", max_windows_per_compressor=rows // 4)
+    capped = with_section(capped, "detection", threshold_rule="alarm_budget")
+    with pytest.raises(ValueError, match="alarm_budget threshold rule needs every window"):
+        load_training_data(engine, tables, capped, START, None)
+
+
 def test_row_moments_merge_chunks_like_one_pass():
     rows = np.random.default_rng(0).normal(5.0, 3.0, size=(1000, 4))
     moments = RowMoments(4)
