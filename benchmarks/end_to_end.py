@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.logs import setup_logging  # noqa: E402
+from core.threads import use_single_threaded_kernels  # noqa: E402
 from core.settings import load_settings, with_section  # noqa: E402
 from db.engine import make_engine, safe_url  # noqa: E402
 from db.schema import build_tables, create_all  # noqa: E402
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2, help="training epochs (tiny training: speed is measured, not accuracy)")
     args = parser.parse_args(argv)
     setup_logging("INFO")
+    use_single_threaded_kernels()  # as the `backfill` and `run` commands do
     with scratch_database(args.db_url, "bench") as url, tempfile.TemporaryDirectory(prefix="bench-models-") as model_dir:
         result = run(url, args.compressors, args.rows, args.incremental_rows, args.epochs, Path(model_dir))
     print(json.dumps(result))

@@ -104,6 +104,7 @@ class SchedulerSettings:
     retry_attempts: int = 5
     retry_base_delay_s: float = 0.5
     read_chunk_rows: int = 50_000
+    parallel_compressors: int = 0  # compressors scored at once; 0 = 1 on SQLite, 2 on a database server
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,8 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"[detection] score must be one of {SCORE_METHODS}")
     if det.consecutive_trigger < 1:
         raise SettingsError("[detection] consecutive_trigger must be at least 1")
+    if settings.scheduler.parallel_compressors < 0:
+        raise SettingsError("[scheduler] parallel_compressors must be >= 0 (0 = automatic)")
     if not 0 < settings.training.validation_fraction < 0.5:
         raise SettingsError("[training] validation_fraction must be in (0, 0.5)")
     return settings

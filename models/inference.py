@@ -4,15 +4,22 @@ The routed Keras model computes every head for every window. Here the weights ar
 that model once and an XLA-compiled function evaluates encoder + one head on fixed-size
 batches (the last one padded, so nothing is retraced). It returns per-feature squared errors
 directly, so the full reconstruction never leaves the compiled function.
+
+Batches of 512 windows keep an LSTM layer's states in the core's cache; `workers` threads run
+batches side by side (XLA releases the GIL), which on a small CPU beats splitting each small
+matrix product across cores (core/threads.py turns that split off in processes that only score).
 """
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
 
+from core.threads import available_cpus
 from models.autoencoder import head_layer_names, n_heads_of
 
-DEFAULT_BATCH = 2048
+DEFAULT_BATCH = 512
 
 
 def _lstm_sequence(inputs_projected, recurrent_kernel, units: int, steps: int):
@@ -68,9 +75,10 @@ def _make_error_function(steps: int):
 class HeadwiseReconstructor:
     """Per-feature reconstruction errors computed with the needed decoder head only."""
 
-    def __init__(self, model, batch_size: int = DEFAULT_BATCH) -> None:
+    def __init__(self, model, batch_size: int = DEFAULT_BATCH, workers: int | None = None) -> None:
         _, self.steps, self.n_features = model.input[0].shape
         self.batch_size = int(batch_size)
+        self.workers = int(workers or available_cpus())
         self.n_heads = n_heads_of(model)
         self._encoder = tuple(
             tuple(tf.constant(w) for w in model.get_layer(name).get_weights())
@@ -81,6 +89,7 @@ class HeadwiseReconstructor:
             for h in range(self.n_heads)
         ]
         self._errors = _make_error_function(self.steps)
+        self._pool: ThreadPoolExecutor | None = None
 
     def feature_errors(self, windows: np.ndarray, head: int) -> np.ndarray:
         """(n, steps, features) scaled windows of one compressor -> (n, features) mean squared errors."""
@@ -89,10 +98,20 @@ class HeadwiseReconstructor:
         windows = np.asarray(windows, dtype=np.float32)
         n = len(windows)
         out = np.empty((n, self.n_features), dtype=np.float32)
-        for start in range(0, n, self.batch_size):
+        starts = range(0, n, self.batch_size)
+
+        def run_batch(start: int) -> None:
             chunk = windows[start : start + self.batch_size]
             size = len(chunk)
             if size < self.batch_size:
                 chunk = np.concatenate([chunk, np.zeros((self.batch_size - size, *chunk.shape[1:]), np.float32)])
             out[start : start + size] = self._errors(chunk, self._encoder, self._heads[head]).numpy()[:size]
+
+        if self.workers == 1 or len(starts) == 1:
+            for start in starts:
+                run_batch(start)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
+            list(self._pool.map(run_batch, starts))  # re-raises a batch's exception
         return out

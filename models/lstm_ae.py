@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ class LSTMAutoencoderDetector:
         self.model = None
         self.history: dict[str, list[float]] = {}
         self._reconstructor: HeadwiseReconstructor | None = None
+        self._reconstructor_lock = threading.Lock()
 
     # ----------------------------------------------------------------- training
     def _head_data(self, train: dict[str, WindowSet], validation: dict[str, WindowSet]) -> list[HeadData]:
@@ -118,9 +120,10 @@ class LSTMAutoencoderDetector:
 
     @property
     def reconstructor(self) -> HeadwiseReconstructor:
-        if self._reconstructor is None:
-            self._reconstructor = HeadwiseReconstructor(self.model)
-        return self._reconstructor
+        with self._reconstructor_lock:  # compressors scored on several threads share one compiled path
+            if self._reconstructor is None:
+                self._reconstructor = HeadwiseReconstructor(self.model)
+            return self._reconstructor
 
     def feature_errors(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """(n, window, features) raw windows of one compressor -> (n, features) squared errors."""

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from core.errors import PipelineError
 from core.logs import mask_secrets, setup_logging
 from core.settings import Settings, SettingsError, load_settings, with_section
+from core.threads import use_single_threaded_kernels
 from service import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WINDOWS, DEFAULT_PORT
 
 log = logging.getLogger("compressor_ad")
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--detector", choices=["lstm_ae", "iforest"], help="use the newest version of this detector instead of the promoted one")
     _add_executor_options(p)
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, scoring_only=True)
 
     p = sub.add_parser("backfill", help="(re)score a date range; idempotent")
     p.add_argument("--start", type=iso_datetime, required=True)
@@ -292,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--advance-checkpoint", action="store_true", help="also move the live checkpoint forward")
     p.add_argument("--detector", choices=["lstm_ae", "iforest"], help="use the newest version of this detector instead of the promoted one")
     _add_executor_options(p)
-    p.set_defaults(func=cmd_backfill)
+    p.set_defaults(func=cmd_backfill, scoring_only=True)
 
     p = sub.add_parser("evaluate", help="score a labelled range in memory and report metrics against the labels")
     p.add_argument("--start", type=iso_datetime, required=True)
@@ -301,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", choices=["lstm_ae", "iforest"], help="the newest version of this detector (when --model is not given)")
     p.add_argument("--compressor", action="append", help="only this compressor (repeatable)")
     p.add_argument("--out", metavar="DIR", help="report directory (default var/reports/<UTC time>)")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, scoring_only=True)
 
     p = sub.add_parser("import-csv", help="load a CSV of telemetry into the source table (all rows or none)")
     p.add_argument("file", metavar="FILE")
@@ -332,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="largest request body (more: 413)")
     p.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (needs --ssl-keyfile)")
     p.add_argument("--ssl-keyfile", help="PEM private key of --ssl-certfile")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, scoring_only=True)
 
     p = sub.add_parser("demo", help="simulate, train, score and report on the embedded SQLite database")
     p.add_argument("--compressors", type=int, default=5)
@@ -350,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format, args.log_file)
     try:
         settings = load_settings(args.config, db_url=args.db_url, model_dir=args.model_dir)
+        if getattr(args, "scoring_only", False):
+            use_single_threaded_kernels()
         return args.func(args, settings)
     except (PipelineError, SettingsError, ValueError, KeyError) as exc:
         log.debug("command failed", exc_info=True)

@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
@@ -165,30 +166,50 @@ class Runner:
         except sa.exc.SQLAlchemyError:
             log.error("compressor %s: the failure could not be recorded in %s either", outcome.compressor_id, self.tables.summary.name)
 
+    def parallelism(self) -> int:
+        """Compressors scored at once: the setting, or 1 on SQLite (one writer at a time) and 2 on servers."""
+        configured = self.settings.scheduler.parallel_compressors
+        return configured or (1 if self.engine.dialect.name == "sqlite" else 2)
+
     def _run(self, mode: str, make_work: Callable[[str, str], Callable[[sa.Connection], BatchOutcome]], only: list[str] | None) -> RunReport:
         started = time.perf_counter()
         report = RunReport(new_batch_id())
         self.prepare()
         compressors = self.compressors(only)
-        log.info("%s run %s: %d compressors on %s, model %s", mode, report.batch_id, len(compressors), safe_url(self.engine.url), self.bundle.version)
-        for position, cid in enumerate(compressors, start=1):
-            if self.stop:
-                log.info("stopping before compressor %s (%d/%d)", cid, position, len(compressors))
-                break
+        workers = max(1, min(self.parallelism(), len(compressors)))
+        log.info(
+            "%s run %s: %d compressors (%d at a time) on %s, model %s",
+            mode, report.batch_id, len(compressors), workers, safe_url(self.engine.url), self.bundle.version,
+        )
+        abort = threading.Event()  # the database is gone or a compressor hit an unexpected error
+
+        def process(position: int, cid: str) -> BatchOutcome | None:
+            if self.stop or abort.is_set():
+                if self.stop:
+                    log.info("stopping before compressor %s (%d/%d)", cid, position, len(compressors))
+                return None
             try:
-                outcome = self._one(cid, report.batch_id, make_work(cid, report.batch_id), mode)
+                return self._one(cid, report.batch_id, make_work(cid, report.batch_id), mode)
             except PipelineError as exc:
                 report.failed.append(cid)
                 log.error("compressor %s: %s", cid, exc)
-                continue
             except Exception as exc:
                 report.failed.append(cid)
-                if is_transient(exc):
+                if not is_transient(exc):
+                    abort.set()
+                    raise
+                if not abort.is_set():
+                    abort.set()
                     log.error("database unreachable after retries; ending the run: %s", str(exc).splitlines()[0])
-                    break
-                raise
-            if outcome:
-                report.outcomes.append(outcome)
+            return None
+
+        positions = range(1, len(compressors) + 1)
+        if workers == 1:
+            outcomes = [process(position, cid) for position, cid in zip(positions, compressors)]
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="compressor") as pool:
+                outcomes = list(pool.map(process, positions, compressors))
+        report.outcomes = [outcome for outcome in outcomes if outcome]
         report.duration_s = time.perf_counter() - started
         totals = {k: sum(getattr(o, k) for o in report.outcomes) for k in ("rows_read", "windows_scored", "anomaly_points", "triggered_events")}
         log.info(

@@ -55,6 +55,44 @@ def test_two_schedulers_at_once_score_every_window_exactly_once(fleet, kind, tmp
             ref_engine.dispose()
 
 
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_compressors_scored_side_by_side_leave_the_tables_of_one_at_a_time(fleet, kind, tmp_path, caplog):
+    """parallel_compressors = 3: three compressors in three transactions at once; same rows as one by one."""
+    rows = fleet.live(3.0)
+    one_config = write_config(tmp_path / "one.toml", scheduler={"parallel_compressors": 1})
+    reference = fleet.settings(f"sqlite:///{tmp_path / 'reference.sqlite'}", one_config)
+    ref_engine, ref_tables = prepared(reference.db_url, reference)
+    append(ref_engine, ref_tables, rows)
+    run_live(reference, ref_engine, fleet.bundle)
+    config = write_config(tmp_path / "three.toml", scheduler={"parallel_compressors": 3})
+    with database(kind, tmp_path) as url:
+        settings = fleet.settings(url, config)
+        engine, tables = prepared(url, settings)
+        try:
+            append(engine, tables, rows)
+            with caplog.at_level(logging.INFO, logger="scheduler.runner"):
+                report = run_live(settings, engine, fleet.bundle)
+            assert "3 compressors (3 at a time)" in caplog.text
+            assert sorted(o.compressor_id for o in report.outcomes) == ["C01", "C02", "C03"]
+            assert_same_tables(snapshot(engine, tables), snapshot(ref_engine, ref_tables))
+            assert not leases_held(engine, tables)
+        finally:
+            engine.dispose()
+            ref_engine.dispose()
+
+
+def test_automatic_parallelism_is_one_on_sqlite_and_two_on_a_server(fleet, tmp_path):
+    config = write_config(tmp_path / "auto.toml")
+    for url, expected in ((f"sqlite:///{tmp_path / 'auto.sqlite'}", 1), ("postgresql+psycopg://u@127.0.0.1:1/none", 2)):
+        settings = fleet.settings(url, config)
+        engine = sa.create_engine(url)
+        try:
+            assert Runner(settings, engine, fleet.bundle).parallelism() == expected
+        finally:
+            engine.dispose()
+
+
 def _hold(engine, tables, cid: str, owner: str, seconds: float) -> None:
     """A lease as a crashed scheduler leaves it: owner set, expiry `seconds` from now."""
     lease._ensure_row(engine, tables, cid)

@@ -107,6 +107,7 @@ def test_with_section_changes_one_section_and_validates():
         ('[detection]\nthreshold_rule = "p99"\n', r"\[detection\] threshold_rule must be one of"),
         ("[detection]\nconsecutive_trigger = 0\n", r"\[detection\] consecutive_trigger must be at least 1"),
         ("[training]\nvalidation_fraction = 0.7\n", r"\[training\] validation_fraction must be in \(0, 0.5\)"),
+        ("[scheduler]\nparallel_compressors = -1\n", r"\[scheduler\] parallel_compressors must be >= 0"),
         ("[data\nwindow = 3\n", "is not valid TOML"),
     ],
 )
