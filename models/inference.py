@@ -54,10 +54,10 @@ def _lstm_repeated_input(input_projected, recurrent_kernel, units: int, steps: i
 
 def _make_error_function(steps: int):
     @tf.function(jit_compile=True, reduce_retracing=True)
-    def feature_errors(windows, encoder, head):
+    def feature_errors(windows, mean, std, encoder, head):
         (k1, r1, b1), (k2, r2, b2), (kc, bc) = encoder
         (k3, r3, b3), (k4, r4, b4), (ko, bo) = head
-        time_major = tf.transpose(windows, (1, 0, 2))  # (steps, batch, features)
+        time_major = tf.transpose((windows - mean) / std, (1, 0, 2))  # scaled, (steps, batch, features)
         projected = tf.einsum("tbf,fg->tbg", time_major, k1) + b1
         h1 = tf.stack(_lstm_sequence(projected, r1, r1.shape[0], steps))
         projected = tf.einsum("tbu,ug->tbg", h1, k2) + b2
@@ -91,11 +91,17 @@ class HeadwiseReconstructor:
         self._errors = _make_error_function(self.steps)
         self._pool: ThreadPoolExecutor | None = None
 
-    def feature_errors(self, windows: np.ndarray, head: int) -> np.ndarray:
-        """(n, steps, features) scaled windows of one compressor -> (n, features) mean squared errors."""
+    def feature_errors(self, windows: np.ndarray, head: int, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
+        """(n, steps, features) windows of one compressor -> (n, features) mean squared errors.
+
+        With `mean` and `std` the windows are raw and scaled inside the compiled function as
+        (windows - mean) / std; without them they are already scaled.
+        """
         if not 0 <= head < self.n_heads:
             raise IndexError(f"head {head} out of range 0..{self.n_heads - 1}")
         windows = np.asarray(windows, dtype=np.float32)
+        mean = np.zeros(self.n_features, np.float32) if mean is None else np.asarray(mean, np.float32)
+        std = np.ones(self.n_features, np.float32) if std is None else np.asarray(std, np.float32)
         n = len(windows)
         out = np.empty((n, self.n_features), dtype=np.float32)
         starts = range(0, n, self.batch_size)
@@ -105,7 +111,7 @@ class HeadwiseReconstructor:
             size = len(chunk)
             if size < self.batch_size:
                 chunk = np.concatenate([chunk, np.zeros((self.batch_size - size, *chunk.shape[1:]), np.float32)])
-            out[start : start + size] = self._errors(chunk, self._encoder, self._heads[head]).numpy()[:size]
+            out[start : start + size] = self._errors(chunk, mean, std, self._encoder, self._heads[head]).numpy()[:size]
 
         if self.workers == 1 or len(starts) == 1:
             for start in starts:

@@ -130,7 +130,7 @@ class LSTMAutoencoderDetector:
         head = self.head_of(cid)
         if len(windows) == 0:
             return np.zeros((0, len(self.features)), np.float32)
-        return self.reconstructor.feature_errors(self.scaler.transform(windows, cid), head)
+        return self.reconstructor.feature_errors(windows, head, *self.scaler.params(cid))  # scaled inside
 
     def score_samples(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """Anomaly score per window (higher is more anomalous); see models/error_model.py."""

@@ -59,11 +59,16 @@ class CompressorScaler:
         self.std_[compressor_id] = np.maximum(moments.std, _MIN_STD).astype(np.float32)
         return self
 
-    def transform(self, values: np.ndarray, compressor_id: str) -> np.ndarray:
-        """Scale rows or windows (last axis = features) of one compressor."""
+    def params(self, compressor_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) of one compressor, float32."""
         if compressor_id not in self.mean_:
             raise UnknownCompressorError(f"compressor {compressor_id!r} has no scaler in this model")
-        return ((values - self.mean_[compressor_id]) / self.std_[compressor_id]).astype(np.float32)
+        return self.mean_[compressor_id], self.std_[compressor_id]
+
+    def transform(self, values: np.ndarray, compressor_id: str) -> np.ndarray:
+        """Scale rows or windows (last axis = features) of one compressor."""
+        mean, std = self.params(compressor_id)
+        return ((values - mean) / std).astype(np.float32)
 
     def to_dict(self) -> dict:
         return {

@@ -96,6 +96,15 @@ def test_parallel_batches_give_the_same_errors_as_one_thread(model, windows):
     np.testing.assert_allclose(three_threads, routed_errors(model, windows, 1), atol=1e-4, rtol=1e-4)
 
 
+def test_scaling_inside_the_compiled_function_equals_scaling_before_it(fast, windows):
+    rng = np.random.default_rng(5)
+    mean = rng.normal(50.0, 10.0, FEATURES).astype(np.float32)
+    std = rng.uniform(0.5, 5.0, FEATURES).astype(np.float32)
+    raw = (windows * std + mean).astype(np.float32)
+    scaled_before = ((raw - mean) / std).astype(np.float32)
+    np.testing.assert_array_equal(fast.feature_errors(raw, 2, mean, std), fast.feature_errors(scaled_before, 2))
+
+
 def test_headwise_rejects_an_unknown_head(fast, windows):
     with pytest.raises(IndexError, match="head 3 out of range 0..2"):
         fast.feature_errors(windows, HEADS)
