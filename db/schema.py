@@ -13,6 +13,7 @@ DETAILED_TABLE = "lstm_predictions_detailed"
 SUMMARY_TABLE = "lstm_batch_summary"
 RESULTS_TABLE = "anomaly_detection_results"
 CHECKPOINT_TABLE = "lstm_scheduler_checkpoint"
+DAY_COUNTS_TABLE = "lstm_source_day_counts"
 EVENTS_VIEW = "anomaly_events"
 
 # Portable types that map to what each database does best.
@@ -32,11 +33,12 @@ class Tables:
     summary: sa.Table
     results: sa.Table
     checkpoint: sa.Table
+    day_counts: sa.Table
     error_columns: tuple[str, ...]
 
     @property
     def result_tables(self) -> tuple[sa.Table, ...]:
-        return (self.detailed, self.summary, self.results, self.checkpoint)
+        return (self.detailed, self.summary, self.results, self.checkpoint, self.day_counts)
 
 
 def build_tables(settings: Settings) -> Tables:
@@ -122,7 +124,17 @@ def build_tables(settings: Settings) -> Tables:
         sa.Column("lease_expires_at", Timestamp),
         sa.Column("updated_at", Timestamp, nullable=False),
     )
-    return Tables(metadata, source, detailed, summary, results, checkpoint, error_columns)
+    # Source rows per compressor and UTC day, at or before counted_through, as of the last live
+    # batch: how rows that arrive late beyond the lateness allowance are found (pipeline/lateness.py).
+    day_counts = sa.Table(
+        DAY_COUNTS_TABLE,
+        metadata,
+        sa.Column("compressor_id", Id, primary_key=True),
+        sa.Column("day_start", Timestamp, primary_key=True),
+        sa.Column("row_count", sa.Integer, nullable=False),
+        sa.Column("counted_through", Timestamp, nullable=False),
+    )
+    return Tables(metadata, source, detailed, summary, results, checkpoint, day_counts, error_columns)
 
 
 def create_all(engine: sa.Engine, tables: Tables, include_source: bool = True) -> None:

@@ -7,6 +7,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from core.errors import DataValidationError
 from core.settings import Settings
@@ -142,6 +144,38 @@ def nth_timestamp_before(
         .limit(1)
     )
     return conn.execute(stmt).scalar()
+
+
+class utc_day(FunctionElement):
+    """The calendar day of a (naive UTC) timestamp column, as a date."""
+
+    type = sa.Date()
+    name = "utc_day"
+    inherit_cache = True
+
+
+@compiles(utc_day)
+def _cast_to_date(element, compiler, **kw) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS DATE)"
+
+
+@compiles(utc_day, "sqlite")
+def _sqlite_date(element, compiler, **kw) -> str:
+    return f"date({compiler.process(element.clauses, **kw)})"
+
+
+def rows_per_day(
+    conn: sa.Connection, tables: Tables, settings: Settings, compressor_id: str, since: datetime | None, until: datetime
+) -> dict[datetime, int]:
+    """Row count per UTC day (keyed by its midnight) of one compressor's rows with since <= timestamp <= until."""
+    src = settings.source
+    ts = tables.source.c[src.timestamp_column]
+    day = utc_day(ts)
+    stmt = sa.select(day, sa.func.count()).where(tables.source.c[src.compressor_column] == compressor_id, ts <= until)
+    if since is not None:
+        stmt = stmt.where(ts >= since)
+    rows = conn.execute(stmt.group_by(day)).all()
+    return {pd.Timestamp(d).to_pydatetime(): int(n) for d, n in rows}
 
 
 def count_rows_after(conn: sa.Connection, tables: Tables, settings: Settings, compressor_id: str, after: datetime | None) -> int:

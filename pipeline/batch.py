@@ -11,12 +11,13 @@ How a batch stays exactly-once:
   before the first one scored), so an anomaly run split over two batches triggers as in one;
 - a batch deletes this model version's results in the range it writes, then inserts them
   (delete-then-insert): a replay or an overlapping backfill never leaves a second copy;
-- late rows: a live batch also looks at the lateness allowance A before its checkpoint C. Windows
-  ending in (C - A, C] that the rows now support but that have no stored result (an anti-join of
-  the windows against the detailed table) are scored, with every later window, from the earliest
-  one on. Such windows in (C - 2A, C - A] are counted as `late_beyond_allowance` and logged with the
-  backfill that scores them. A late row that merely changes an already scored window (a duplicate
-  timestamp, or one between two existing rows) is picked up by a backfill only.
+- late rows within the allowance: a live batch also looks at the lateness allowance A before its
+  checkpoint C. Windows ending in (C - A, C] that the rows now support but that have no stored result
+  (an anti-join of the windows against the detailed table) are scored, with every later window, from
+  the earliest one on. A late row there that merely changes an already scored window (a duplicate
+  timestamp, or one between two existing rows) is picked up by a backfill only;
+- late rows beyond the allowance (at or before C - A) are found by counting (pipeline/lateness.py),
+  reported with the backfill that scores them, and never scored by a live batch.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from db.results import (
 from db.schema import Tables
 from db.source import nth_timestamp_before, read_rows, span
 from models.artifacts import ModelBundle
+from pipeline import lateness
 from pipeline.scoring import score_windows
 from pipeline.timing import StageTimer
 from pipeline.validate import CleanRows, validate_rows
@@ -225,43 +227,45 @@ def _skip_unknown(conn: sa.Connection, tables: Tables, outcome: BatchOutcome, bu
     return outcome
 
 
-def _lateness_bounds(settings: Settings, checkpoint: Checkpoint, live_start: datetime | None) -> tuple[datetime, datetime] | None:
-    """(C - 2A, C - A) for checkpoint C and allowance A, neither before live scoring started; None when off."""
-    allowance = timedelta(seconds=settings.data.lateness_allowance_s)
-    ckpt = checkpoint.last_timestamp
-    if ckpt is None or allowance <= timedelta(0):
-        return None
-    band, late = ckpt - 2 * allowance, ckpt - allowance
-    if live_start is not None:
-        band, late = max(band, live_start), max(late, live_start)
-    return (band, late) if late < ckpt else None
+def _band_start(settings: Settings, checkpoint: Checkpoint, live_start: datetime | None) -> datetime | None:
+    """C - A, where the allowance band (C - A, C] starts; None when the band is empty."""
+    edge = lateness.allowance_edge(settings, checkpoint.last_timestamp, live_start)
+    return edge if edge is not None and edge < checkpoint.last_timestamp else None
 
 
-def _late_windows(
-    conn: sa.Connection, tables: Tables, bundle: ModelBundle, outcome: BatchOutcome, ends: np.ndarray, bounds: tuple[datetime, datetime], ckpt: datetime
-) -> int | None:
-    """Index of the earliest window in (C - A, C] without a stored result (None when there is none).
-
-    Windows in (C - 2A, C - A] without a stored result are counted and logged, not scored.
-    """
-    band, late = bounds
+def _late_windows(conn: sa.Connection, tables: Tables, outcome: BatchOutcome, ends: np.ndarray, band: datetime, ckpt: datetime) -> int | None:
+    """Index of the earliest window in (C - A, C] without a stored result (None when there is none)."""
     stored = stored_windows(conn, tables, outcome.compressor_id, band, ckpt)
     missing = ~np.isin(ends, _as_datetime64(stored["window_end"]))
-    beyond = np.flatnonzero(missing & (ends > np.datetime64(band, "ns")) & (ends <= np.datetime64(late, "ns")))
-    if len(beyond):
-        outcome.reasons["late_beyond_allowance"] = len(beyond)
-        log.warning(
-            "compressor %s: %d windows ending %s .. %s have no result; their rows came after the lateness allowance "
-            "(%.0f s); score them with: backfill --compressor %s --start %s --end %s",
-            outcome.compressor_id, len(beyond), _to_datetime(ends[beyond[0]]), _to_datetime(ends[beyond[-1]]),
-            (ckpt - late).total_seconds(), outcome.compressor_id,
-            _to_datetime(ends[beyond[0]]).isoformat(), _to_datetime(ends[beyond[-1]]).isoformat(),
-        )
-    within = np.flatnonzero(missing & (ends > np.datetime64(late, "ns")) & (ends <= np.datetime64(ckpt, "ns")))
+    within = np.flatnonzero(missing & (ends > np.datetime64(band, "ns")) & (ends <= np.datetime64(ckpt, "ns")))
     if not len(within):
         return None
     outcome.reasons["late_within_allowance"] = len(within)
     return int(within[0])
+
+
+def _count_rows(
+    conn: sa.Connection, tables: Tables, settings: Settings, bundle: ModelBundle, outcome: BatchOutcome, end: datetime, live_start: datetime | None
+) -> lateness.RowCounts:
+    """Count the rows up to the new allowance edge; report the rows that arrived late beyond the allowance."""
+    with outcome.timer.stage("reading"):
+        counts = lateness.count_rows(conn, tables, settings, outcome.compressor_id, lateness.allowance_edge(settings, end, live_start))
+    if counts.late:
+        outcome.reasons["late_beyond_allowance"] = counts.late_rows
+        outcome.message = counts.report(outcome.compressor_id, settings, bundle.window)
+        log.warning(outcome.message)
+    return counts
+
+
+def _finish_unscored(conn: sa.Connection, tables: Tables, outcome: BatchOutcome, counts: lateness.RowCounts, batch_id: str) -> BatchOutcome:
+    """A live batch without windows to score: store the counts; a summary only when late rows were reported."""
+    lateness.store_counts(conn, tables, outcome.compressor_id, counts)
+    if not outcome.reasons:
+        outcome.status = "no_new_data"
+        return outcome
+    write_summary(conn, tables, outcome, batch_id)
+    faults.hit("commit", conn)
+    return outcome
 
 
 def live_batch(
@@ -283,31 +287,35 @@ def live_batch(
     if 0 < outcome.rows_read < min_records:
         outcome.status, outcome.message = "waiting", f"{outcome.rows_read} new rows < min_records {min_records}"
         return outcome
-    bounds = _lateness_bounds(settings, checkpoint, live_start) if cid in bundle.thresholds else None
-    if outcome.rows_read == 0 and bounds is None:
+    end = last_new or after
+    if end is None or (outcome.rows_read == 0 and cid not in bundle.thresholds):
         outcome.status = "no_new_data"
         return outcome
-    outcome.range_start, outcome.range_end = first_new, last_new or after
+    outcome.range_start, outcome.range_end = first_new, end
     if cid not in bundle.thresholds:
         return _skip_unknown(conn, tables, outcome, bundle, batch_id)
-    frame, clean, windows = _load(conn, tables, settings, bundle, cid, bounds[0] if bounds else after, None, outcome.timer)
+    counts = _count_rows(conn, tables, settings, bundle, outcome, end, live_start)
+    band = _band_start(settings, checkpoint, live_start)
+    if outcome.rows_read == 0 and band is None:
+        return _finish_unscored(conn, tables, outcome, counts, batch_id)
+    frame, clean, windows = _load(conn, tables, settings, bundle, cid, band or after, None, outcome.timer)
     faults.hit("read", conn)
     ends = windows.end_times
     first = int(np.searchsorted(ends, np.datetime64(after, "ns"), side="right")) if after else 0
     initial = checkpoint.consecutive_count
-    late = _late_windows(conn, tables, bundle, outcome, ends, bounds, after) if bounds else None
+    late = _late_windows(conn, tables, outcome, ends, band, after) if band else None
     if late is not None:
         first = late
         initial = stored_count(conn, tables, cid, bundle.version, _to_datetime(ends[late - 1])) if late else 0
         outcome.range_start = _to_datetime(ends[late])
     if outcome.rows_read == 0 and first == len(ends):
-        outcome.status = "no_new_data"
-        return outcome
+        return _finish_unscored(conn, tables, outcome, counts, batch_id)
     _count_fresh(outcome, frame, clean, after, settings, bundle)
     replace = (_to_datetime(ends[first]), _to_datetime(ends[-1])) if first < len(ends) else None
     scored = _score_and_write(conn, tables, bundle, outcome, windows, first, initial, replace, batch_id)
     count = int(scored["consecutive_count"].iloc[-1]) if len(scored) else checkpoint.consecutive_count
-    save_checkpoint(conn, tables, Checkpoint(cid, last_new or after, count, bundle.version))
+    save_checkpoint(conn, tables, Checkpoint(cid, end, count, bundle.version))
+    lateness.store_counts(conn, tables, cid, counts)
     write_summary(conn, tables, outcome, batch_id)
     faults.hit("commit", conn)
     return outcome

@@ -59,6 +59,7 @@ KEYS = {
     "anomaly_detection_results": ["compressor_id", "timestamp", "model_version"],
     "lstm_batch_summary": ["compressor_id", "mode", "range_start", "range_end", "status"],
     "lstm_scheduler_checkpoint": ["compressor_id"],
+    "lstm_source_day_counts": ["compressor_id", "day_start"],
 }
 
 
@@ -135,7 +136,7 @@ def _normal(frame: pd.DataFrame) -> pd.DataFrame:
         values = frame[column]
         if values.dtype == object and values.map(lambda v: isinstance(v, (bool, np.bool_))).any():
             frame[column] = values.astype(bool)
-        elif column in ("window_end", "timestamp", "range_start", "range_end", "last_timestamp"):
+        elif column in ("window_end", "timestamp", "range_start", "range_end", "last_timestamp", "day_start", "counted_through"):
             frame[column] = pd.to_datetime(values)
         elif not pd.api.types.is_numeric_dtype(values):
             frame[column] = values.astype(object).where(values.notna(), None)

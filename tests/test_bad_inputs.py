@@ -1,8 +1,8 @@
 """Data as it really arrives, and broken setups: what is scored, what is counted, what the user sees.
 
-Late rows (within / beyond the lateness allowance), gaps, duplicate timestamps, NaN / inf / text
-in numeric columns, out-of-order inserts, an unknown compressor, an empty range, a corrupt model
-file, an unreachable database and a source table that lacks a column.
+Late rows within the lateness allowance (beyond it: tests/test_late_rows.py), gaps, duplicate
+timestamps, NaN / inf / text in numeric columns, out-of-order inserts, an unknown compressor, an
+empty range, a corrupt model file, an unreachable database and a source table that lacks a column.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler.cli import main
-from scheduler.runner import Runner
 from scheduler_harness import INTERVAL, TRAIN_END, append, prepared, run_live, snapshot, trained_small_fleet, write_config
 
 RESULT_TABLES = ("lstm_predictions_detailed", "anomaly_detection_results", "lstm_scheduler_checkpoint")
@@ -77,37 +76,6 @@ def test_late_rows_within_the_allowance_are_scored_as_if_on_time(fleet, tmp_path
     last = _summary(engine, tables).sort_values("range_end").groupby("compressor_id").last()
     # The 4 late rows complete their own windows and the 9 that would have spanned the hole.
     assert (last["reasons"].map(lambda r: r.get("late_within_allowance")) == 4 + 9).all()
-
-
-def test_late_rows_beyond_the_allowance_are_counted_logged_and_left_for_a_backfill(fleet, tmp_path, caplog):
-    rows = fleet.live(3.0)
-    hole = _at(rows, timedelta(hours=2, minutes=10), 4)  # 50 min before the checkpoint: beyond 30 min
-    settings, engine, tables = _db(fleet, tmp_path, "late")
-    append(engine, tables, rows[(rows["timestamp"] <= TRAIN_END + timedelta(hours=2, minutes=59)) & ~hole])
-    run_live(settings, engine, fleet.bundle)
-    before = snapshot(engine, tables)
-    append(engine, tables, rows[hole | (rows["timestamp"] > TRAIN_END + timedelta(hours=2, minutes=59))])
-    with caplog.at_level(logging.WARNING, logger="pipeline.batch"):
-        run_live(settings, engine, fleet.bundle)
-    after = snapshot(engine, tables)
-    old = before["lstm_predictions_detailed"]
-    assert after["lstm_predictions_detailed"].merge(old, how="inner").shape[0] == len(old), "nothing scored is touched"
-    last = _summary(engine, tables).sort_values("range_end").groupby("compressor_id").last()
-    assert (last["reasons"].map(lambda r: r.get("late_beyond_allowance")) == 4 + 9).all()
-    warnings = [r.getMessage() for r in caplog.records if "lateness allowance" in r.getMessage()]
-    assert len(warnings) == 3 and all("backfill --compressor" in w for w in warnings)
-    with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(tables.source)).scalar_one() == len(rows), "late rows are kept"
-    start = TRAIN_END + timedelta(hours=2, minutes=10)
-    assert Runner(settings, engine, fleet.bundle).backfill(start, start + 13 * INTERVAL).ok
-    ref_settings, ref_engine, ref_tables = _db(fleet, tmp_path, "reference")
-    append(ref_engine, ref_tables, rows)
-    run_live(ref_settings, ref_engine, fleet.bundle)
-    key = ["compressor_id", "window_end"]
-    filled = snapshot(engine, tables)["lstm_predictions_detailed"].set_index(key)
-    expected = snapshot(ref_engine, ref_tables)["lstm_predictions_detailed"].set_index(key)
-    assert filled.index.equals(expected.index), "after the backfill every window has a result"
-    np.testing.assert_allclose(filled["score"], expected["score"], rtol=1e-9)
 
 
 def test_a_gap_breaks_the_windows_and_is_counted(fleet, tmp_path):

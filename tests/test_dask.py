@@ -34,6 +34,7 @@ NATURAL_KEYS = {
     "anomaly_detection_results": ["compressor_id", "timestamp", "model_version"],
     "lstm_batch_summary": ["compressor_id", "mode", "range_start"],
     "lstm_scheduler_checkpoint": ["compressor_id"],
+    "lstm_source_day_counts": ["compressor_id", "day_start"],
 }
 
 

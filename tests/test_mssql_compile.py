@@ -67,6 +67,8 @@ def test_every_statement_of_a_pipeline_run_compiles_for_sql_server(trained_fleet
     # nth_timestamp_before: where the window context starts (the n-th latest distinct timestamp), paged with ROW_NUMBER
     assert any(f"ROW_NUMBER() OVER (ORDER BY {source}.timestamp DESC)" in t and f"GROUP BY {source}.timestamp" in t for t in compiled)
     assert any(t.startswith("SELECT count(*) AS count_1") for t in compiled)
+    # rows_per_day: source rows per UTC day, for the late-row counts
+    assert any(f"GROUP BY CAST({source}.timestamp AS DATE)" in t for t in compiled)
     # inserts: a batch summary, and result rows the way insert_frame sends them to SQL Server
     assert any(t.startswith(f"INSERT INTO {tables.summary.name} (batch_id, compressor_id, mode,") for t in compiled)
     assert any(t.startswith(f"INSERT INTO {tables.results.name} (") and "compressor_id, timestamp, model_version, score, is_anomaly" in t and ") VALUES (?," in t for t in compiled)

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from core.settings import Settings
+from db.day_counts import counted, replace_day_counts
 from db.engine import make_engine
 from db.results import Checkpoint, delete_window_range, insert_frame, read_checkpoint, save_checkpoint
 from db.schema import build_tables, create_all
@@ -215,8 +216,11 @@ def _check_scheduler_role(admin_url: str, kind: str, user: str) -> None:
                 delete_window_range(conn, tables, "C01", "v2", T0, T0 + timedelta(hours=2))
                 save_checkpoint(conn, tables, Checkpoint("C01", T0, 0, "v1"))
                 save_checkpoint(conn, tables, Checkpoint("C01", T0 + timedelta(minutes=1), 2, "v1"))
+                replace_day_counts(conn, tables, "C01", {T0: 40}, T0 + timedelta(minutes=20), None)
+                replace_day_counts(conn, tables, "C01", {T0: 40}, T0 + timedelta(minutes=30), T0)
             with scheduler.connect() as conn:
                 assert read_checkpoint(conn, tables, "C01").consecutive_count == 2
+                assert counted(conn, tables, "C01") == (40, T0 + timedelta(minutes=30))
                 assert conn.execute(sa.select(sa.func.count()).select_from(tables.detailed)).scalar_one() == len(C01_V1) + len(C02_V1)
                 with pytest.raises(sa.exc.DBAPIError, match="(?i)denied"):
                     conn.execute(sa.text("SELECT * FROM anomaly_events"))  # the analysts' view is not the scheduler's

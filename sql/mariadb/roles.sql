@@ -20,9 +20,11 @@ GRANT SELECT, INSERT, DELETE ON lstm_predictions_detailed TO compressor_ad_sched
 GRANT SELECT, INSERT, DELETE ON anomaly_detection_results TO compressor_ad_scheduler;
 GRANT SELECT, INSERT ON lstm_batch_summary TO compressor_ad_scheduler;
 GRANT SELECT, INSERT, UPDATE ON lstm_scheduler_checkpoint TO compressor_ad_scheduler;
+GRANT SELECT, INSERT, DELETE ON lstm_source_day_counts TO compressor_ad_scheduler;
 
 GRANT SELECT ON lstm_predictions_detailed TO compressor_ad_analyst;
 GRANT SELECT ON anomaly_detection_results TO compressor_ad_analyst;
 GRANT SELECT ON lstm_batch_summary TO compressor_ad_analyst;
 GRANT SELECT ON lstm_scheduler_checkpoint TO compressor_ad_analyst;
+GRANT SELECT ON lstm_source_day_counts TO compressor_ad_analyst;
 GRANT SELECT ON anomaly_events TO compressor_ad_analyst;

@@ -105,3 +105,11 @@ CREATE TABLE lstm_scheduler_checkpoint (
 	updated_at DATETIME(6) NOT NULL,
 	PRIMARY KEY (compressor_id)
 );
+
+CREATE TABLE lstm_source_day_counts (
+	compressor_id VARCHAR(64) NOT NULL,
+	day_start DATETIME(6) NOT NULL,
+	row_count INTEGER NOT NULL,
+	counted_through DATETIME(6) NOT NULL,
+	PRIMARY KEY (compressor_id, day_start)
+);

@@ -113,3 +113,12 @@ CREATE TABLE lstm_scheduler_checkpoint (
 	PRIMARY KEY (compressor_id)
 );
 GO
+
+CREATE TABLE lstm_source_day_counts (
+	compressor_id NVARCHAR(64) NOT NULL,
+	day_start DATETIME2 NOT NULL,
+	row_count INTEGER NOT NULL,
+	counted_through DATETIME2 NOT NULL,
+	PRIMARY KEY (compressor_id, day_start)
+);
+GO

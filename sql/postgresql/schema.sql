@@ -105,3 +105,11 @@ CREATE TABLE lstm_scheduler_checkpoint (
 	updated_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
 	PRIMARY KEY (compressor_id)
 );
+
+CREATE TABLE lstm_source_day_counts (
+	compressor_id VARCHAR(64) NOT NULL,
+	day_start TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	row_count INTEGER NOT NULL,
+	counted_through TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	PRIMARY KEY (compressor_id, day_start)
+);
