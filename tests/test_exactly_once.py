@@ -134,7 +134,7 @@ def test_sigkill_at_any_moment_leaves_exactly_the_reference_rows(fleet, kind, tm
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_dropped_connection_is_retried_and_the_run_equals_the_reference(fleet, kind, tmp_path):
     """PostgreSQL: the batch's backend is terminated from a second connection; SQLite: a connection
-    loss is raised. Once while writing the first compressor, once just before the last one commits."""
+    loss is raised. Once at the first write, once just before the third commit."""
     config = write_config(tmp_path / "eo.toml")
     reference = fleet.settings(f"sqlite:///{tmp_path / 'reference.sqlite'}", config)
     ref_engine, ref_tables = prepared(reference.db_url, reference)
@@ -150,7 +150,8 @@ def test_a_dropped_connection_is_retried_and_the_run_equals_the_reference(fleet,
             )
             assert code == 0, log[-3000:]
             assert "injected fault: disconnect at write #1" in log and "injected fault: disconnect at commit #3" in log
-            assert log.count("transient database error (attempt 1/4)") == 2, log[-3000:]
+            # Two faults, two retries (compressors run side by side on a server, so both may hit one compressor).
+            assert log.count("transient database error (attempt ") == 2, log[-3000:]
             if kind == "postgresql":
                 assert "terminat" in log or "closed" in log  # the server's own words for the lost connection
             assert_same_tables(snapshot(engine, tables), snapshot(ref_engine, ref_tables))
