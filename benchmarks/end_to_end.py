@@ -47,9 +47,10 @@ TRAIN_DAYS = 1.0  # fault-free, so every compressor has normal rows to train on
 STAGES = ("reading", "preprocessing", "inference", "scoring", "writing")
 
 
-def run(url: str, compressors: int, rows: int, incremental: int, epochs: int, model_dir: Path) -> dict:
+def run(url: str, compressors: int, rows: int, incremental: int, epochs: int, model_dir: Path, parallel: int) -> dict:
     settings = load_settings(None, env={}, db_url=url, model_dir=str(model_dir))
     settings = with_section(settings, "training", epochs=epochs, window_stride=5)
+    settings = with_section(settings, "scheduler", parallel_compressors=parallel)
     interval = settings.data.sampling_interval_s
     days = (rows + incremental) * interval / 86_400
     fleet = simulate_fleet(compressors, days, start=START, seed=3, interval_s=interval, fault_free_days=TRAIN_DAYS)
@@ -118,11 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000, help="source rows per compressor")
     parser.add_argument("--incremental-rows", type=int, default=1_250, help="new rows per compressor for the live run")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs (tiny training: speed is measured, not accuracy)")
+    parser.add_argument("--parallel-compressors", type=int, default=0, help="scheduler.parallel_compressors (0 = automatic)")
     args = parser.parse_args(argv)
     setup_logging("INFO")
     use_single_threaded_kernels()  # as the `backfill` and `run` commands do
     with scratch_database(args.db_url, "bench") as url, tempfile.TemporaryDirectory(prefix="bench-models-") as model_dir:
-        result = run(url, args.compressors, args.rows, args.incremental_rows, args.epochs, Path(model_dir))
+        result = run(url, args.compressors, args.rows, args.incremental_rows, args.epochs, Path(model_dir), args.parallel_compressors)
     print(json.dumps(result))
     return 0
 

@@ -178,8 +178,8 @@ class Runner:
         compressors = self.compressors(only)
         workers = max(1, min(self.parallelism(), len(compressors)))
         log.info(
-            "%s run %s: %d compressors (%d at a time) on %s, model %s",
-            mode, report.batch_id, len(compressors), workers, safe_url(self.engine.url), self.bundle.version,
+            "%s run %s: %d compressors on %s, model %s, %d at a time",
+            mode, report.batch_id, len(compressors), safe_url(self.engine.url), self.bundle.version, workers,
         )
         abort = threading.Event()  # the database is gone or a compressor hit an unexpected error
 

@@ -76,7 +76,7 @@ def _timed_kill(scheduler: Scheduler, rng: random.Random) -> tuple[str, int, str
     """One run killed at a random moment after it started its compressors."""
     process, log = scheduler.start("run", "--once", name="timed")
     try:
-        wait_for_line(process, log, " compressors on ")
+        assert wait_for_line(process, log, " compressors on "), log.read_text()[-3000:]
         time.sleep(rng.uniform(0.0, 1.0))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
