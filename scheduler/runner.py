@@ -181,12 +181,13 @@ class Runner:
             "%s run %s: %d compressors on %s, model %s, %d at a time",
             mode, report.batch_id, len(compressors), safe_url(self.engine.url), self.bundle.version, workers,
         )
-        abort = threading.Event()  # the database is gone or a compressor hit an unexpected error
+        abort = threading.Event()  # stop requested, the database is gone, or a compressor hit an unexpected error
 
         def process(position: int, cid: str) -> BatchOutcome | None:
-            if self.stop or abort.is_set():
-                if self.stop:
-                    log.info("stopping before compressor %s (%d/%d)", cid, position, len(compressors))
+            if self.stop and not abort.is_set():
+                abort.set()
+                log.info("stopping before compressor %s (%d/%d)", cid, position, len(compressors))
+            if abort.is_set():
                 return None
             try:
                 return self._one(cid, report.batch_id, make_work(cid, report.batch_id), mode)
