@@ -22,7 +22,6 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -136,7 +135,7 @@ def from_database(args, db_url: str, tmp: str) -> None:
     sets, moments = load_training_data(engine, tables, settings, None, None)
     loaded_s = time.perf_counter() - started
     started = time.perf_counter()
-    bundle = train_bundle(sets, settings, (None, None), moments)
+    train_bundle(sets, settings, (None, None), moments)
     trained_s = time.perf_counter() - started
     windows = sum(len(ws) for ws in sets.values())
     rate = windows * args.epochs / trained_s

@@ -1,6 +1,7 @@
 """Shared fixtures: settings on a temporary SQLite database, a tiny simulated fleet, a tiny trained model."""
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime, timedelta
 
@@ -18,6 +19,16 @@ def tiny_settings(tmp_path, db_url: str | None = None, **training) -> Settings:
     settings = load_settings(None, env={}, db_url=db_url or f"sqlite:///{tmp_path / 'test.sqlite'}", model_dir=str(tmp_path / "models"))
     params = {"epochs": 3, "batch_size": 128, "patience": 2, "window_stride": 3, **training}
     return with_section(settings, "training", **params)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """main() configures the root logger for the process; put it back after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

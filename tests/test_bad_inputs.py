@@ -7,7 +7,6 @@ empty range, a corrupt model file, an unreachable database and a source table th
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from datetime import timedelta
 
@@ -26,15 +25,6 @@ RESULT_TABLES = ("lstm_predictions_detailed", "anomaly_detection_results", "lstm
 def fleet(tmp_path_factory):
     return trained_small_fleet(tmp_path_factory.getbasetemp() / "small_fleet")
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """main() configures the root logger for the process; put it back after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _db(fleet, tmp_path, name: str, **sections):

@@ -2,7 +2,6 @@
 import argparse
 import contextlib
 import json
-import logging
 import shutil
 import sqlite3
 import subprocess
@@ -17,15 +16,6 @@ from scheduler.cli import build_parser, main
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "S3cretPw"
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """main() configures the root logger for the process; put it back after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -142,7 +142,7 @@ def test_compose_stack():
     assert services["mssql"]["image"].startswith("mcr.microsoft.com/mssql/server")
 
     for name in ("scheduler", "api", "seed"):
-        args = assert_valid_cli(services[name]["command"])
+        assert_valid_cli(services[name]["command"])
         assert services[name]["build"]["dockerfile"] == "deploy/Dockerfile"
         assert (DEPLOY / services[name]["build"]["context"] / services[name]["build"]["dockerfile"]).is_file()
     daemon = assert_valid_cli(services["scheduler"]["command"])

@@ -3,7 +3,6 @@ model selection by detector (evaluate, run, backfill) and the command line."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import shutil
 import sqlite3
@@ -28,15 +27,6 @@ from scheduler.runner import Runner
 
 RATES = ("auroc", "average_precision", "precision_at_labelled", "precision_at_fixed_k", "f1", "far", "mar", "event_recall")
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """main() configures the root logger for the process; put it back after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """import-csv: column mapping, separators, time zones, and bad files that load nothing."""
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 import numpy as np
@@ -27,15 +26,6 @@ GOOD = """ts,unit,flow,vibration,anomaly
 2026-01-01 00:00:00,B,99.0,,0
 """
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """main() configures the root logger for the process; put it back after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

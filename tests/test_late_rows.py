@@ -46,15 +46,6 @@ def fleet(tmp_path_factory):
     return trained_small_fleet(tmp_path_factory.getbasetemp() / "small_fleet")
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """main() configures the root logger for the process; put it back after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
 
 def _at(rows: pd.DataFrame, after: timedelta, count: int) -> pd.Series:
     """Mask of `count` consecutive timestamps (every compressor) starting `after` the end of training."""

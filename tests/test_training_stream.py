@@ -1,8 +1,6 @@
 """Streaming training data: chunked reads give the windows of a whole read; the window cap bounds memory."""
 from __future__ import annotations
 
-from datetime import timedelta
-
 import numpy as np
 import pytest
 
