@@ -9,7 +9,10 @@
 Both paths start from the same windows and weights; (a) runs in a child process with
 TensorFlow's default thread pools, (b) with the single-threaded kernels `run` uses.
 Compile/warm-up time is excluded from both.
-Ends with one JSON line.
+
+(c) the same as (b) with the LSTM's sigmoid and tanh replaced by the identity: only the matrix
+    products remain, so its rate is the most (b) can reach with float32 products on this machine.
+Ends with one JSON line (with (c) as "matmul_only_windows_per_s").
 """
 from __future__ import annotations
 
@@ -32,6 +35,10 @@ from models.autoencoder import build_autoencoder, keras  # noqa: E402
 from core.threads import use_single_threaded_kernels  # noqa: E402
 from models.inference import DEFAULT_BATCH, HeadwiseReconstructor  # noqa: E402
 
+import tensorflow as tf  # noqa: E402  (after models.autoencoder has set TensorFlow's log level)
+
+IDENTITY = (tf.identity, tf.identity)
+
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -47,9 +54,9 @@ def seed_style(windows: np.ndarray, heads: np.ndarray, model) -> tuple[np.ndarra
     return ((reconstruction - windows) ** 2).mean(axis=1), len(windows) / seconds
 
 
-def headwise(windows: np.ndarray, heads: np.ndarray, model, batch: int) -> tuple[np.ndarray, float]:
+def headwise(windows: np.ndarray, heads: np.ndarray, model, batch: int, nonlinearities=None) -> tuple[np.ndarray, float]:
     """The project's path: grouped by compressor, shared encoder + that compressor's head only."""
-    fast = HeadwiseReconstructor(model, batch)
+    fast = HeadwiseReconstructor(model, batch, **({"nonlinearities": nonlinearities} if nonlinearities else {}))
     order = np.argsort(heads, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(heads[order])) + 1)
     for group in groups:
@@ -60,7 +67,8 @@ def headwise(windows: np.ndarray, heads: np.ndarray, model, batch: int) -> tuple
         errors[group] = fast.feature_errors(windows[group], int(heads[group[0]]))
     seconds = time.perf_counter() - started
     rate = len(windows) / seconds
-    print(f"(b) head-wise, XLA, batch {batch}, {fast.workers} inference threads: {rate:,.0f} windows/s ({seconds:.1f} s)")
+    label = "(c) matrix products only" if nonlinearities else "(b) head-wise"
+    print(f"{label}, XLA, batch {batch}, {fast.workers} inference threads: {rate:,.0f} windows/s ({seconds:.1f} s)")
     return errors, rate
 
 
@@ -97,6 +105,7 @@ def main() -> None:
     model = build_autoencoder(args.compressors, args.window, n_features)
     print(f"model: {args.compressors} heads, window {args.window}, {n_features} features, {model.count_params():,} parameters")
     errors, rate = headwise(windows, heads, model, args.batch)
+    _, ceiling = headwise(windows, heads, model, args.batch, IDENTITY)
 
     max_diff = float(np.abs(reference - errors[:seed_n]).max())
     print(f"max |difference| of per-feature errors between (a) and (b): {max_diff:.2e}")
@@ -105,6 +114,7 @@ def main() -> None:
         "windows_per_s": round(rate, 1),
         "ratio": round(rate / seed_rate, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "matmul_only_windows_per_s": round(ceiling, 1),
     }
     print(json.dumps(result))
 

@@ -22,50 +22,50 @@ from models.autoencoder import head_layer_names, n_heads_of
 DEFAULT_BATCH = 512
 
 
-def _lstm_sequence(inputs_projected, recurrent_kernel, units: int, steps: int):
-    """Run an LSTM given its inputs already multiplied by the kernel (+bias), time-major."""
-    batch = tf.shape(inputs_projected)[1]
-    h = tf.zeros((batch, units), inputs_projected.dtype)
-    c = tf.zeros((batch, units), inputs_projected.dtype)
+LSTM_NONLINEARITIES = (tf.sigmoid, tf.tanh)
+
+
+def _lstm(step_inputs, recurrent_kernel, nonlinearities=LSTM_NONLINEARITIES):
+    """Run an LSTM over its per-step inputs already multiplied by the kernel (+bias); h of every step.
+
+    `step_inputs` is a time-major tensor or a list (the same tensor repeated for RepeatVector's
+    input, which is then projected once rather than at every step).
+    """
+    sigmoid, tanh = nonlinearities
+    units = recurrent_kernel.shape[0]
+    batch = tf.shape(step_inputs[0])[0]
+    h = tf.zeros((batch, units), recurrent_kernel.dtype)
+    c = tf.zeros((batch, units), recurrent_kernel.dtype)
     outputs = []
-    for t in range(steps):
-        z = inputs_projected[t] + tf.matmul(h, recurrent_kernel)
+    for projected in step_inputs:
+        z = projected + tf.matmul(h, recurrent_kernel)
         i, f, g, o = tf.split(z, 4, axis=-1)
-        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-        h = tf.sigmoid(o) * tf.tanh(c)
+        c = sigmoid(f) * c + sigmoid(i) * tanh(g)
+        h = sigmoid(o) * tanh(c)
         outputs.append(h)
     return outputs
 
 
-def _lstm_repeated_input(input_projected, recurrent_kernel, units: int, steps: int):
-    """LSTM whose input is the same vector at every step (RepeatVector): project it once."""
-    batch = tf.shape(input_projected)[0]
-    h = tf.zeros((batch, units), input_projected.dtype)
-    c = tf.zeros((batch, units), input_projected.dtype)
-    outputs = []
-    for _ in range(steps):
-        z = input_projected + tf.matmul(h, recurrent_kernel)
-        i, f, g, o = tf.split(z, 4, axis=-1)
-        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-        h = tf.sigmoid(o) * tf.tanh(c)
-        outputs.append(h)
-    return outputs
+def make_error_function(steps: int, nonlinearities=LSTM_NONLINEARITIES):
+    """The XLA-compiled per-feature error function of encoder + one head.
 
+    `nonlinearities` are the LSTM gate functions (sigmoid, tanh); benchmarks/inference.py swaps
+    in the identity to measure what the matrix products alone allow on a machine.
+    """
 
-def _make_error_function(steps: int):
     @tf.function(jit_compile=True, reduce_retracing=True)
     def feature_errors(windows, mean, std, encoder, head):
         (k1, r1, b1), (k2, r2, b2), (kc, bc) = encoder
         (k3, r3, b3), (k4, r4, b4), (ko, bo) = head
         time_major = tf.transpose((windows - mean) / std, (1, 0, 2))  # scaled, (steps, batch, features)
         projected = tf.einsum("tbf,fg->tbg", time_major, k1) + b1
-        h1 = tf.stack(_lstm_sequence(projected, r1, r1.shape[0], steps))
+        h1 = tf.stack(_lstm(tf.unstack(projected, steps), r1, nonlinearities))
         projected = tf.einsum("tbu,ug->tbg", h1, k2) + b2
-        h2 = _lstm_sequence(projected, r2, r2.shape[0], steps)[-1]
+        h2 = _lstm(tf.unstack(projected, steps), r2, nonlinearities)[-1]
         code = tf.matmul(h2, kc) + bc
-        h3 = tf.stack(_lstm_repeated_input(tf.matmul(code, k3) + b3, r3, r3.shape[0], steps))
+        h3 = tf.stack(_lstm([tf.matmul(code, k3) + b3] * steps, r3, nonlinearities))
         projected = tf.einsum("tbu,ug->tbg", h3, k4) + b4
-        h4 = tf.stack(_lstm_sequence(projected, r4, r4.shape[0], steps))
+        h4 = tf.stack(_lstm(tf.unstack(projected, steps), r4, nonlinearities))
         reconstruction = tf.einsum("tbu,uf->tbf", h4, ko) + bo
         return tf.reduce_mean(tf.square(reconstruction - time_major), axis=0)  # (batch, features)
 
@@ -75,7 +75,9 @@ def _make_error_function(steps: int):
 class HeadwiseReconstructor:
     """Per-feature reconstruction errors computed with the needed decoder head only."""
 
-    def __init__(self, model, batch_size: int = DEFAULT_BATCH, workers: int | None = None) -> None:
+    def __init__(
+        self, model, batch_size: int = DEFAULT_BATCH, workers: int | None = None, nonlinearities=LSTM_NONLINEARITIES
+    ) -> None:
         _, self.steps, self.n_features = model.input[0].shape
         self.batch_size = int(batch_size)
         self.workers = int(workers or available_cpus())
@@ -88,7 +90,7 @@ class HeadwiseReconstructor:
             tuple(tuple(tf.constant(w) for w in model.get_layer(name).get_weights()) for name in head_layer_names(h)[1:])
             for h in range(self.n_heads)
         ]
-        self._errors = _make_error_function(self.steps)
+        self._errors = make_error_function(self.steps, nonlinearities)
         self._pool: ThreadPoolExecutor | None = None
 
     def feature_errors(self, windows: np.ndarray, head: int, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
