@@ -91,7 +91,9 @@ class HeadwiseReconstructor:
             for h in range(self.n_heads)
         ]
         self._errors = make_error_function(self.steps, nonlinearities)
-        self._pool: ThreadPoolExecutor | None = None
+        # Made here, not on first use: callers score compressors from several threads at once.
+        # Its threads start only when batches are submitted.
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
 
     def feature_errors(self, windows: np.ndarray, head: int, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
         """(n, steps, features) windows of one compressor -> (n, features) mean squared errors.
@@ -119,7 +121,5 @@ class HeadwiseReconstructor:
             for start in starts:
                 run_batch(start)
         else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
             list(self._pool.map(run_batch, starts))  # re-raises a batch's exception
         return out
