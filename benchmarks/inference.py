@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from core.settings import DEFAULT_FEATURES  # noqa: E402
 from models.autoencoder import build_autoencoder, keras  # noqa: E402
 from core.threads import use_single_threaded_kernels  # noqa: E402
-from models.inference import DEFAULT_BATCH, HeadwiseReconstructor  # noqa: E402
+from models.inference import DEFAULT_BATCH, LSTM_NONLINEARITIES, HeadwiseReconstructor  # noqa: E402
 
 import tensorflow as tf  # noqa: E402  (after models.autoencoder has set TensorFlow's log level)
 
@@ -54,9 +54,9 @@ def seed_style(windows: np.ndarray, heads: np.ndarray, model) -> tuple[np.ndarra
     return ((reconstruction - windows) ** 2).mean(axis=1), len(windows) / seconds
 
 
-def headwise(windows: np.ndarray, heads: np.ndarray, model, batch: int, nonlinearities=None) -> tuple[np.ndarray, float]:
+def headwise(windows: np.ndarray, heads: np.ndarray, model, batch: int, nonlinearities=LSTM_NONLINEARITIES) -> tuple[np.ndarray, float]:
     """The project's path: grouped by compressor, shared encoder + that compressor's head only."""
-    fast = HeadwiseReconstructor(model, batch, **({"nonlinearities": nonlinearities} if nonlinearities else {}))
+    fast = HeadwiseReconstructor(model, batch, nonlinearities=nonlinearities)
     order = np.argsort(heads, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(heads[order])) + 1)
     for group in groups:
@@ -67,7 +67,7 @@ def headwise(windows: np.ndarray, heads: np.ndarray, model, batch: int, nonlinea
         errors[group] = fast.feature_errors(windows[group], int(heads[group[0]]))
     seconds = time.perf_counter() - started
     rate = len(windows) / seconds
-    label = "(c) matrix products only" if nonlinearities else "(b) head-wise"
+    label = "(c) matrix products only" if nonlinearities is IDENTITY else "(b) head-wise"
     print(f"{label}, XLA, batch {batch}, {fast.workers} inference threads: {rate:,.0f} windows/s ({seconds:.1f} s)")
     return errors, rate
 

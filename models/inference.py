@@ -46,7 +46,7 @@ def _lstm(step_inputs, recurrent_kernel, nonlinearities=LSTM_NONLINEARITIES):
     return outputs
 
 
-def make_error_function(steps: int, nonlinearities=LSTM_NONLINEARITIES):
+def _make_error_function(steps: int, nonlinearities=LSTM_NONLINEARITIES):
     """The XLA-compiled per-feature error function of encoder + one head.
 
     `nonlinearities` are the LSTM gate functions (sigmoid, tanh); benchmarks/inference.py swaps
@@ -90,7 +90,7 @@ class HeadwiseReconstructor:
             tuple(tuple(tf.constant(w) for w in model.get_layer(name).get_weights()) for name in head_layer_names(h)[1:])
             for h in range(self.n_heads)
         ]
-        self._errors = make_error_function(self.steps, nonlinearities)
+        self._errors = _make_error_function(self.steps, nonlinearities)
         # Made here, not on first use: callers score compressors from several threads at once.
         # Its threads start only when batches are submitted.
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
