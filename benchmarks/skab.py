@@ -14,16 +14,18 @@ How the pipeline runs it, in a temporary SQLite database per trained model:
    training read ignores the label column;
 3. the scheduler (scheduler.runner.Runner.backfill) scores each file from its 401st row to its
    end, reading earlier rows as window context, and writes the result tables;
-4. a row is predicted anomalous when the window ending at it is in a run of at least
-   `consecutive_trigger` anomalous windows (`consecutive_count` in lstm_predictions_detailed; with
-   a trigger of 1 that is `is_anomaly`); a row without a window is predicted normal.
+4. a row is predicted anomalous when the window ending at it is inside an alert episode of the
+   model's alarm rule (`in_alert` in lstm_predictions_detailed; with N = 1 in a row and no quiet
+   period that is `is_anomaly`); a row without a window is predicted normal.
 
 Settings come from a TOML file (default benchmarks/skab.toml). With --config the configuration is
 run as it stands. Without it, a small grid is searched around benchmarks/skab.toml: signals
 (the six fast ones, or all eight), window {10, 30}, threshold_k {3, 4, 6} and, for the LSTM
 autoencoder, score {mse, mahalanobis}. The flags --signals/--window/--k/--score pin a dimension.
-Every score method and k of one trained network are calibrated with models.training.calibrate on
-that network (training is not repeated for them). The search selects on the benchmark files
+Every score method and k of one trained network are calibrated with
+models.calibration.calibrate_compressor on that network's held-out windows (training is not
+repeated for them). With --defaults, the product's own defaults run with only the data layout
+configured (benchmarks/skab_layout.toml): no search, nothing tuned on SKAB. The search selects on the benchmark files
 themselves, as the protocol has no separate validation files.
 
 The best configuration of a detector is the one with the highest F1 among those whose FAR does not
@@ -62,8 +64,10 @@ from db.schema import build_tables  # noqa: E402
 from db.source import read_rows  # noqa: E402
 from evaluation.metrics import point_metrics  # noqa: E402
 from models.artifacts import ModelBundle, save_bundle  # noqa: E402
+from models.alarms import rule_from_settings  # noqa: E402
+from models.calibration import calibrate_compressor, split_normal  # noqa: E402
 from models.error_model import ErrorModel  # noqa: E402
-from models.training import calibrate, time_split, train_bundle  # noqa: E402
+from models.training import train_bundle  # noqa: E402
 from pipeline.importer import CsvMapping, import_csv  # noqa: E402
 from pipeline.training_data import load_normal_windows  # noqa: E402
 from scheduler.runner import Runner  # noqa: E402
@@ -72,6 +76,7 @@ log = logging.getLogger("benchmarks.skab")
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = Path(__file__).resolve().with_name("skab.toml")
+LAYOUT_CONFIG = Path(__file__).resolve().with_name("skab_layout.toml")
 FOLDERS = ("valve1", "valve2", "other")
 TRAIN_ROWS = 400
 TIMESTAMP_COLUMN = "datetime"
@@ -138,6 +143,7 @@ class Variant:
     k: float
     score: str
     consecutive_trigger: int = 1
+    threshold_rule: str = "mean_std"
 
     @property
     def signals(self) -> str:
@@ -146,7 +152,8 @@ class Variant:
     def label(self) -> str:
         score = f", {self.score}" if self.detector == "lstm_ae" else ""
         trigger = f", N={self.consecutive_trigger}" if self.consecutive_trigger > 1 else ""
-        return f"{self.signals}, W={self.window}, k={self.k:g}{score}{trigger}"
+        rule = f"k={self.k:g}" if self.threshold_rule == "mean_std" else self.threshold_rule
+        return f"{self.signals}, W={self.window}, {rule}{score}{trigger}"
 
 
 @dataclass
@@ -162,6 +169,7 @@ class Outcome:
     score_s: float
     windows_written: int
     import_s: float
+    alarm_rule: str
 
     @property
     def overall(self) -> dict:
@@ -193,7 +201,7 @@ def variant_settings(base: Settings, variant: Variant, db_url: str, model_dir: P
     settings = with_section(settings, "data", features=variant.features, window=variant.window)
     return with_section(
         settings, "detection", detector=variant.detector, threshold_k=variant.k, score=variant.score,
-        threshold_rule="mean_std", consecutive_trigger=variant.consecutive_trigger,
+        threshold_rule=variant.threshold_rule, consecutive_trigger=variant.consecutive_trigger,
     )
 
 
@@ -227,14 +235,16 @@ def train(engine: sa.Engine, settings: Settings, runs: list[RunRows]) -> tuple[M
 
 def recalibrated(trained: ModelBundle, sets: dict, settings: Settings) -> ModelBundle:
     """The trained detector under this configuration's score method and threshold factor."""
-    detector = trained.detector
-    if detector.name == "lstm_ae" and detector.error_model.method != settings.detection.score:
-        detector = copy.copy(detector)
-        detector.error_model = ErrorModel.from_dict({**trained.detector.error_model.to_dict(), "method": settings.detection.score})
-    fraction = settings.training.validation_fraction
-    thresholds = {cid: calibrate(detector, cid, time_split(sets[cid], fraction), settings) for cid in trained.thresholds}
-    det = settings.detection
-    return ModelBundle(detector, thresholds, det.threshold_rule, det.consecutive_trigger, trained.training_range)
+    detector = copy.copy(trained.detector)
+    if detector.name == "lstm_ae":  # statistics refitted by calibration, without touching the trained bundle's
+        detector.error_model = ErrorModel(settings.detection.score)
+    rule = rule_from_settings(settings.detection)
+    calibration = {
+        cid: calibrate_compressor(detector, cid, split_normal(sets[cid], settings.training.calibration_fraction, settings.data.window).calibration, settings, rule)
+        for cid in trained.thresholds
+    }
+    thresholds = {cid: c.threshold for cid, c in calibration.items()}
+    return ModelBundle(detector, thresholds, settings.detection.threshold_rule, rule, trained.training_range, calibration={c: r.to_dict() for c, r in calibration.items()})
 
 
 def score(engine: sa.Engine, settings: Settings, bundle: ModelBundle, runs: list[RunRows]) -> int:
@@ -252,7 +262,7 @@ def score(engine: sa.Engine, settings: Settings, bundle: ModelBundle, runs: list
 def predictions(engine: sa.Engine, settings: Settings, bundle: ModelBundle, run: RunRows) -> np.ndarray:
     """0/1 per scored row from lstm_predictions_detailed (a row without a window is 0)."""
     detailed = build_tables(settings).detailed
-    stmt = sa.select(detailed.c.window_end, detailed.c.consecutive_count).where(
+    stmt = sa.select(detailed.c.window_end, detailed.c.in_alert).where(
         detailed.c.compressor_id == run.file.cid,
         detailed.c.model_version == bundle.version,
         detailed.c.window_end >= run.score_start,
@@ -263,10 +273,10 @@ def predictions(engine: sa.Engine, settings: Settings, bundle: ModelBundle, run:
     flags = np.zeros(len(scored), dtype=bool)
     if rows:
         ends = pd.to_datetime(pd.Series([r[0] for r in rows])).to_numpy(dtype="datetime64[ns]")
-        counts = np.array([r[1] for r in rows])
+        alerted = np.array([bool(r[1]) for r in rows])
         position = np.searchsorted(scored, ends)
         found = (position < len(scored)) & (scored[np.minimum(position, len(scored) - 1)] == ends)
-        flags[position[found]] = counts[found] >= bundle.consecutive_trigger
+        flags[position[found]] = alerted[found]
     return flags.astype(np.int64)
 
 
@@ -305,7 +315,7 @@ def run_group(files: list[SkabFile], base: Settings, variants: list[Variant], wo
             written = score(engine, settings, bundle, runs)
             preds = [predictions(engine, settings, bundle, run) for run in runs]
             score_s = time.perf_counter() - started
-            outcome = Outcome(variant, evaluate(runs, preds), sum(len(p) for p in preds), bundle.version, db_url, train_s, score_s, written, import_s)
+            outcome = Outcome(variant, evaluate(runs, preds), sum(len(p) for p in preds), bundle.version, db_url, train_s, score_s, written, import_s, bundle.alarm.describe())
             m = outcome.overall
             log.info("%s [%s]: F1 %.4f FAR %.2f %% MAR %.2f %% over %d rows (scored in %.1f s)", variant.detector, variant.label(), m["f1"], 100 * m["far"], 100 * m["mar"], outcome.scored_rows, score_s)
             outcomes.append(outcome)
@@ -365,7 +375,8 @@ def report(outcomes: list[Outcome], n_files: int) -> list[Outcome]:
         print(json.dumps({
             "detector": v.detector, "f1": round(m["f1"], 4), "far": round(100 * m["far"], 2), "mar": round(100 * m["mar"], 2),
             "signals": list(v.features), "window": v.window, "threshold_k": v.k, "score": v.score,
-            "consecutive_trigger": v.consecutive_trigger, "scored_rows": o.scored_rows,
+            "consecutive_trigger": v.consecutive_trigger, "threshold_rule": v.threshold_rule, "alarm_rule": o.alarm_rule,
+            "scored_rows": o.scored_rows,
             "import_s": round(o.import_s, 1), "train_s": round(o.train_s, 1), "score_s": round(o.score_s, 1),
         }))
     best = _best(bests)
@@ -377,7 +388,7 @@ def report(outcomes: list[Outcome], n_files: int) -> list[Outcome]:
 # --------------------------------------------------------------------- main
 def base_settings(args: argparse.Namespace) -> Settings:
     """Settings from the TOML file, with --epochs / --seed applied."""
-    settings = load_settings(args.config or DEFAULT_CONFIG, env={})
+    settings = load_settings(LAYOUT_CONFIG if args.defaults else args.config or DEFAULT_CONFIG, env={})
     training = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
     return with_section(settings, "training", **training) if training else settings
 
@@ -389,6 +400,8 @@ def variants_for(args: argparse.Namespace, base: Settings) -> list[Variant]:
         detectors = tuple(DETECTOR_NAMES) if args.detector == "both" else (args.detector,)
     else:
         detectors = (det.detector,) if args.config else tuple(DETECTOR_NAMES)
+    if args.defaults:
+        return [Variant(det.detector, base.data.features, base.data.window, det.threshold_k, det.score, det.consecutive_trigger, det.threshold_rule)]
     if args.config:
         dims = {"signals": (base.data.features,), "window": (base.data.window,), "k": (det.threshold_k,), "score": (det.score,)}
     else:
@@ -410,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="SKAB directory (default: $SKAB_DATA or ../shared/datasets/skab)")
     parser.add_argument("--config", type=Path, default=None, help="run exactly this TOML configuration (default: search around benchmarks/skab.toml)")
+    parser.add_argument("--defaults", action="store_true", help="the product's defaults with only the data layout configured (benchmarks/skab_layout.toml)")
     parser.add_argument("--detector", choices=("lstm_ae", "iforest", "both"), help="default: both, or the config's with --config")
     parser.add_argument("--window", type=int)
     parser.add_argument("--k", type=float, help="threshold_k of the mean_std rule")

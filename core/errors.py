@@ -15,3 +15,7 @@ class ModelArtifactError(PipelineError):
 
 class UnknownCompressorError(PipelineError):
     """A compressor id has no decoder head / threshold in the model."""
+
+
+class CalibrationError(PipelineError):
+    """Too little held-out normal data to calibrate a compressor soundly."""

@@ -38,7 +38,9 @@ PROCESS_SIGNALS = (
 )
 DEFAULT_FEATURES = DRY_GAS_SEAL_SIGNALS + PROCESS_SIGNALS
 DEFAULT_DB_URL = "sqlite:///var/compressor_ad.sqlite"
-THRESHOLD_RULES = ("mean_std", "alarm_budget")
+THRESHOLD_RULES = ("false_alarm_rate", "mean_std", "alarm_budget")
+ALARM_RULES = ("consecutive", "k_of_n", "cusum")
+MAX_ALARM_WINDOWS = 128  # the k_of_n history is kept as a bit mask of the last n windows
 MISSING_VALUE_RULES = ("skip", "impute")
 SCORE_METHODS = ("mahalanobis", "mse")
 
@@ -71,14 +73,20 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class DetectionSettings:
-    """How scores become anomalies and alerts."""
+    """How scores become anomalies and alerts (models/thresholds.py, models/alarms.py)."""
 
     detector: str = "lstm_ae"
     score: str = "mahalanobis"
-    threshold_rule: str = "mean_std"
+    threshold_rule: str = "false_alarm_rate"
+    false_alarm_rate: float = 0.005
     threshold_k: float = 2.0
     alarm_budget_per_hour: float = 0.1
+    alarm_rule: str = "k_of_n"
     consecutive_trigger: int = 60
+    alarm_n: int = 20
+    alarm_k: int = 10
+    cusum_h: float = 5.0
+    quiet_windows: int = 60
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,8 @@ class TrainingSettings:
     epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 1e-3
-    validation_fraction: float = 0.15
+    calibration_fraction: float = 0.3
+    calibration_folds: int = 5
     patience: int = 4
     window_stride: int = 2
     seed: int = 42
@@ -181,10 +190,20 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"[detection] score must be one of {SCORE_METHODS}")
     if det.consecutive_trigger < 1:
         raise SettingsError("[detection] consecutive_trigger must be at least 1")
+    if det.alarm_rule not in ALARM_RULES:
+        raise SettingsError(f"[detection] alarm_rule must be one of {ALARM_RULES}")
+    if not 0 < det.false_alarm_rate < 0.5:
+        raise SettingsError("[detection] false_alarm_rate must be in (0, 0.5)")
+    if not 1 <= det.alarm_k <= det.alarm_n <= MAX_ALARM_WINDOWS or det.consecutive_trigger > MAX_ALARM_WINDOWS:
+        raise SettingsError(
+            f"[detection] need 1 <= alarm_k <= alarm_n <= {MAX_ALARM_WINDOWS} and consecutive_trigger <= {MAX_ALARM_WINDOWS}"
+        )
+    if det.cusum_h <= 0 or det.quiet_windows < 0:
+        raise SettingsError("[detection] cusum_h must be > 0 and quiet_windows >= 0")
+    if not 0.05 <= settings.training.calibration_fraction <= 0.5 or settings.training.calibration_folds < 2:
+        raise SettingsError("[training] calibration_fraction must be in [0.05, 0.5] and calibration_folds >= 2")
     if settings.scheduler.parallel_compressors < 0:
         raise SettingsError("[scheduler] parallel_compressors must be >= 0 (0 = automatic)")
-    if not 0 < settings.training.validation_fraction < 0.5:
-        raise SettingsError("[training] validation_fraction must be in (0, 0.5)")
     return settings
 
 

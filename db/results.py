@@ -24,18 +24,20 @@ class Checkpoint:
     last_timestamp: datetime | None
     consecutive_count: int = 0
     model_version: str | None = None
+    alarm_state: str | None = None  # models/alarms.py AlarmState, encoded; None in rows of older releases
+
+
+def _checkpoint(row) -> Checkpoint:
+    return Checkpoint(row["compressor_id"], row["last_timestamp"], int(row["consecutive_count"] or 0), row["model_version"], row["alarm_state"])
 
 
 def read_checkpoint(conn: sa.Connection, tables: Tables, compressor_id: str) -> Checkpoint:
     row = conn.execute(sa.select(tables.checkpoint).where(tables.checkpoint.c.compressor_id == compressor_id)).mappings().first()
-    if row is None:
-        return Checkpoint(compressor_id, None)
-    return Checkpoint(compressor_id, row["last_timestamp"], int(row["consecutive_count"] or 0), row["model_version"])
+    return Checkpoint(compressor_id, None) if row is None else _checkpoint(row)
 
 
 def read_checkpoints(conn: sa.Connection, tables: Tables) -> dict[str, Checkpoint]:
-    rows = conn.execute(sa.select(tables.checkpoint)).mappings()
-    return {r["compressor_id"]: Checkpoint(r["compressor_id"], r["last_timestamp"], int(r["consecutive_count"] or 0), r["model_version"]) for r in rows}
+    return {r["compressor_id"]: _checkpoint(r) for r in conn.execute(sa.select(tables.checkpoint)).mappings()}
 
 
 def save_checkpoint(conn: sa.Connection, tables: Tables, checkpoint: Checkpoint) -> None:
@@ -43,6 +45,7 @@ def save_checkpoint(conn: sa.Connection, tables: Tables, checkpoint: Checkpoint)
     values = {
         "last_timestamp": checkpoint.last_timestamp,
         "consecutive_count": checkpoint.consecutive_count,
+        "alarm_state": checkpoint.alarm_state,
         "model_version": checkpoint.model_version,
         "updated_at": utcnow(),
     }
@@ -99,13 +102,18 @@ def stored_windows(conn: sa.Connection, tables: Tables, compressor_id: str, afte
     return pd.DataFrame(result.fetchall(), columns=["window_end", "model_version"])
 
 
-def stored_count(conn: sa.Connection, tables: Tables, compressor_id: str, model_version: str, window_end: datetime) -> int:
-    """Consecutive count stored for one window (this model version first, else any); 0 when none is stored."""
+def stored_alarm_state(
+    conn: sa.Connection, tables: Tables, compressor_id: str, model_version: str, window_end: datetime
+) -> tuple[int, str | None]:
+    """(consecutive count, alarm state) stored for one window, of this model version if it has one,
+    else of the latest version stored there; (0, None) when none is stored."""
     table = tables.detailed
     rows = conn.execute(
-        sa.select(table.c.model_version, table.c.consecutive_count).where(
-            table.c.compressor_id == compressor_id, table.c.window_end == window_end
-        )
+        sa.select(table.c.model_version, table.c.consecutive_count, table.c.alarm_state)
+        .where(table.c.compressor_id == compressor_id, table.c.window_end == window_end)
+        .order_by(table.c.model_version)
     ).all()
-    counts = {version: int(count) for version, count in rows}
-    return counts.get(model_version, max(counts.values(), default=0))
+    states = {version: (int(count), state) for version, count, state in rows}
+    if model_version in states:
+        return states[model_version]
+    return states[max(states)] if states else (0, None)

@@ -1,6 +1,7 @@
 """Table definitions (SQLAlchemy Core): the source-table contract and the result tables."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -8,6 +9,8 @@ from sqlalchemy.dialects import mssql, mysql
 
 from core.settings import Settings
 from db.identifiers import check_identifier, error_column
+
+log = logging.getLogger(__name__)
 
 DETAILED_TABLE = "lstm_predictions_detailed"
 SUMMARY_TABLE = "lstm_batch_summary"
@@ -21,6 +24,10 @@ Timestamp = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql").with_variant(
 Id = sa.Unicode(64)
 Text = sa.Unicode(1000)
 Score = sa.Double().with_variant(mssql.FLOAT(53), "mssql")
+AlarmStateText = sa.Unicode(100)  # models/alarms.py AlarmState.encode()
+
+# Nullable columns added after the first release: create_all adds them to existing tables.
+ADDED_COLUMNS = {DETAILED_TABLE: ("in_alert", "alarm_state"), CHECKPOINT_TABLE: ("alarm_state",)}
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,8 @@ def build_tables(settings: Settings) -> Tables:
         sa.Column("consecutive_count", sa.Integer, nullable=False),
         sa.Column("triggered", sa.Boolean, nullable=False),
         sa.Column("top_features", sa.Unicode(200)),
+        sa.Column("in_alert", sa.Boolean),
+        sa.Column("alarm_state", AlarmStateText),
         *[sa.Column(c, Score) for c in error_columns],
         sa.Column("created_at", Timestamp, nullable=False),
         sa.UniqueConstraint("compressor_id", "window_end", "model_version", name="uq_detailed_window"),
@@ -119,6 +128,7 @@ def build_tables(settings: Settings) -> Tables:
         sa.Column("compressor_id", Id, primary_key=True),
         sa.Column("last_timestamp", Timestamp),
         sa.Column("consecutive_count", sa.Integer, nullable=False, default=0),
+        sa.Column("alarm_state", AlarmStateText),
         sa.Column("model_version", sa.Unicode(40)),
         sa.Column("lease_owner", sa.Unicode(100)),
         sa.Column("lease_expires_at", Timestamp),
@@ -138,6 +148,32 @@ def build_tables(settings: Settings) -> Tables:
 
 
 def create_all(engine: sa.Engine, tables: Tables, include_source: bool = True) -> None:
-    """Create missing tables (never alters or drops existing ones)."""
+    """Create missing tables and add the ADDED_COLUMNS an older release's tables lack (never drops anything)."""
     wanted = list(tables.result_tables) + ([tables.source] if include_source else [])
     tables.metadata.create_all(engine, tables=wanted, checkfirst=True)
+    add_missing_columns(engine, tables)
+
+
+def add_missing_columns(engine: sa.Engine, tables: Tables) -> list[str]:
+    """ALTER TABLE ... ADD the nullable ADDED_COLUMNS missing from existing result tables; return them.
+
+    The statement is compiled by SQLAlchemy from the table definition (quoted identifiers, the
+    dialect's own type names), never pasted from input.
+    """
+    inspector = sa.inspect(engine)
+    added = []
+    with engine.begin() as conn:
+        for table in tables.result_tables:
+            names = ADDED_COLUMNS.get(table.name, ())
+            if not names:
+                continue
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for name in names:
+                if name in present:
+                    continue
+                column = sa.schema.CreateColumn(table.c[name]).compile(dialect=engine.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {engine.dialect.identifier_preparer.format_table(table)} ADD {column}"))
+                added.append(f"{table.name}.{name}")
+    if added:
+        log.info("added column(s) %s to the existing result tables", ", ".join(added))
+    return added

@@ -2,7 +2,7 @@
 
 Nothing is written to the result tables. Per compressor, the windows ending in [start, end] are
 scored with the given model version (with enough rows before `start` for the first window); the
-consecutive-window count starts at zero at `start`. A window is labelled anomalous when the label
+alarm rule's state starts fresh at `start`. A window is labelled anomalous when the label
 of its last row is 1 (a missing label counts as 0).
 
 Metrics, per compressor and pooled over the fleet:
@@ -65,7 +65,7 @@ class EvaluationResult:
     """Per-window scores with labels, metrics (one row per compressor and `overall`) and labelled events.
 
     frame:   compressor_id, window_end, label, score, threshold, score_ratio, is_anomaly,
-             consecutive_count, triggered, top_features
+             consecutive_count, triggered, in_alert, alarm_state, top_features
     metrics: METRIC_COLUMNS, indexed by scope (`overall` first, then each compressor)
     events:  compressor_id, start, end, detected, first_alert, delay_min
     """
@@ -76,7 +76,7 @@ class EvaluationResult:
     model_version: str
     detector: str
     threshold_rule: str
-    consecutive_trigger: int
+    alarm_rule: str
     start: datetime
     end: datetime
     fixed_k: int
@@ -263,7 +263,7 @@ def evaluate_range(
         model_version=bundle.version,
         detector=bundle.detector.name,
         threshold_rule=bundle.threshold_rule,
-        consecutive_trigger=bundle.consecutive_trigger,
+        alarm_rule=bundle.alarm.describe(),
         start=start,
         end=end,
         fixed_k=fixed_k,

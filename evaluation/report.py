@@ -130,7 +130,7 @@ def write_report(result: EvaluationResult, settings: Settings, out_dir: Path) ->
         ["model version", result.model_version],
         ["detector", result.detector],
         ["threshold rule", result.threshold_rule],
-        ["consecutive trigger", f"{result.consecutive_trigger} windows (counted from the range start)"],
+        ["alarm rule", f"{result.alarm_rule} windows (state fresh at the range start)"],
         ["window", f"{data.window} rows at {data.sampling_interval_s:g} s"],
         ["max gap", f"{settings.max_gap_s:g} s"],
         ["missing-value rule", data.missing_value_rule],

@@ -18,6 +18,7 @@ from typing import Any
 
 from core.errors import ModelArtifactError, UnknownCompressorError
 from core.settings import Settings
+from models.alarms import AlarmRule
 
 METADATA_FILE = "metadata.json"
 CURRENT_FILE = "current.json"
@@ -32,16 +33,20 @@ def _detector_classes() -> dict[str, Any]:
 
 @dataclass
 class ModelBundle:
-    """A detector with its per-compressor thresholds and the metadata that describes it."""
+    """A detector with its per-compressor thresholds, its alarm rule and the metadata that describes it.
+
+    `calibration` holds, per compressor, how its threshold was obtained (models/calibration.py).
+    """
 
     detector: Any
     thresholds: dict[str, float]
     threshold_rule: str
-    consecutive_trigger: int
+    alarm: AlarmRule
     training_range: tuple[str | None, str | None] = (None, None)
     version: str = ""
     created_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -101,7 +106,8 @@ def save_bundle(bundle: ModelBundle, model_dir: Path) -> Path:
             "compressors": bundle.compressors,
             "thresholds": bundle.thresholds,
             "threshold_rule": bundle.threshold_rule,
-            "consecutive_trigger": bundle.consecutive_trigger,
+            "alarm_rule": bundle.alarm.to_dict(),
+            "calibration": bundle.calibration,
             "training_range": list(bundle.training_range),
             "extra": bundle.extra,
             "files": {name: _sha256(staging / name) for name in files},
@@ -156,12 +162,23 @@ def load_bundle(model_dir: Path, version: str | None = None, expected_features: 
         detector=detector,
         thresholds={k: float(v) for k, v in metadata["thresholds"].items()},
         threshold_rule=metadata["threshold_rule"],
-        consecutive_trigger=int(metadata["consecutive_trigger"]),
+        alarm=_alarm_rule(metadata),
         training_range=tuple(metadata.get("training_range", (None, None))),
         version=version,
         created_at=metadata["created_at"],
         extra=metadata.get("extra", {}),
+        calibration=metadata.get("calibration", {}),
     )
+
+
+def _alarm_rule(metadata: dict[str, Any]) -> AlarmRule:
+    """The saved alarm rule; a version saved before alarm rules existed had N in a row, no quiet period."""
+    try:
+        if "alarm_rule" in metadata:
+            return AlarmRule.from_dict(metadata["alarm_rule"])
+        return AlarmRule("consecutive", n=int(metadata["consecutive_trigger"]), quiet_windows=0)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelArtifactError(f"model version {metadata.get('version')}: unreadable alarm rule: {exc}") from exc
 
 
 def list_versions(model_dir: Path) -> list[dict[str, Any]]:

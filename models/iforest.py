@@ -181,6 +181,10 @@ class IsolationForestDetector:
         self._fit_unit(cid, train)
         return self
 
+    def fit_normal(self, cid: str, folds: list[WindowSet]) -> np.ndarray:
+        """Scores of held-out normal windows, in order (a forest keeps no statistics fitted on them)."""
+        return np.concatenate([self.score_samples(w, cid) for f in folds for _, w in f.chunks(CHUNK)])
+
     # ---------------------------------------------------------------- inference
     def head_of(self, cid: str) -> int:
         """Position of the compressor's forest; UnknownCompressorError when it has none."""

@@ -75,7 +75,7 @@ class LSTMAutoencoderDetector:
     ) -> "LSTMAutoencoderDetector":
         """Fit scalers on the training rows and the model on normal windows of every compressor.
 
-        `validation` holds later, held-out windows per compressor (time-ordered split) for early stopping;
+        `validation` holds each compressor's held-out calibration windows (models/calibration.py), for early stopping;
         `row_moments`, where given, are a compressor's scaler statistics over all its streamed rows.
         """
         keras.utils.set_random_seed(self.training.seed)
@@ -87,13 +87,21 @@ class LSTMAutoencoderDetector:
                 self.scaler.fit(train[cid].last_rows(), cid)
         self.model = build_autoencoder(len(self.compressors), self.window, len(self.features))
         self._fit_heads(train, validation, train_encoder=True)
-        for cid in self.compressors:
-            self._fit_error_model(cid, train[cid], validation[cid])
         return self
 
-    def _fit_error_model(self, cid: str, *normal: WindowSet) -> None:
-        errors = [self.feature_errors(windows, cid) for ws in normal for _, windows in ws.chunks(65_536)]
+    def fit_normal(self, cid: str, folds: list[WindowSet]) -> np.ndarray:
+        """Fit `cid`'s error model on held-out normal windows; return their out-of-fold scores.
+
+        Each fold is scored by an error model fitted on the other folds, so no window's score uses
+        statistics fitted on itself; the kept error model is fitted on all folds.
+        """
+        errors = [np.concatenate([self.feature_errors(w, cid) for _, w in f.chunks(65_536)]) for f in folds]
+        out_of_fold = [
+            ErrorModel(self.error_model.method).fit(np.concatenate(errors[:i] + errors[i + 1 :]), cid).score(e, cid)
+            for i, e in enumerate(errors)
+        ]
         self.error_model.fit(np.concatenate(errors), cid)
+        return np.concatenate(out_of_fold)
 
     def add_compressor(self, cid: str, train: WindowSet, validation: WindowSet) -> "LSTMAutoencoderDetector":
         """Train a head for a new compressor; the encoder and the other heads stay frozen."""
@@ -105,7 +113,6 @@ class LSTMAutoencoderDetector:
         self.model = grow_autoencoder(self.model)
         freeze_all_but_head(self.model, len(self.compressors) - 1)
         self._fit_heads({cid: train}, {cid: validation}, train_encoder=False)
-        self._fit_error_model(cid, train, validation)
         return self
 
     # ---------------------------------------------------------------- inference

@@ -45,7 +45,7 @@ def training_params(bundle: ModelBundle, settings: Settings) -> dict[str, Any]:
         "compressors": len(bundle.compressors),
         "compressor_ids": ",".join(bundle.compressors)[:MAX_PARAM_CHARS],
         "threshold_rule": bundle.threshold_rule,
-        "consecutive_trigger": bundle.consecutive_trigger,
+        "alarm_rule": bundle.alarm.describe(),
         "training_start": bundle.training_range[0],
         "training_end": bundle.training_range[1],
         "sampling_interval_s": settings.data.sampling_interval_s,

@@ -7,8 +7,9 @@ How a batch stays exactly-once:
 - windows are built over the rows after a lower bound plus enough earlier rows (distinct timestamps,
   more under the impute rule) that every window, and whether it directly follows the one before,
   comes out as it would over the full history;
-- the consecutive-anomaly count carries over from the checkpoint (or from the stored window just
-  before the first one scored), so an anomaly run split over two batches triggers as in one;
+- the alarm state (models/alarms.py: run length, recent flags, CUSUM, open episode) carries over
+  from the checkpoint (or from the stored window just before the first one scored), so an anomaly
+  run split over two batches alarms as in one;
 - a batch deletes this model version's results in the range it writes, then inserts them
   (delete-then-insert): a replay or an overlapping backfill never leaves a second copy;
 - late rows within the allowance: a live batch also looks at the lateness allowance A before its
@@ -40,12 +41,13 @@ from db.results import (
     insert_frame,
     read_checkpoint,
     save_checkpoint,
-    stored_count,
+    stored_alarm_state,
     stored_windows,
     utcnow,
 )
 from db.schema import Tables
 from db.source import nth_timestamp_before, read_rows, span
+from models.alarms import AlarmState
 from models.artifacts import ModelBundle
 from pipeline import lateness
 from pipeline.scoring import score_windows
@@ -191,14 +193,14 @@ def _score_and_write(
     outcome: BatchOutcome,
     windows: WindowSet,
     first: int,
-    initial_count: int,
+    initial: AlarmState,
     replace: tuple[datetime, datetime] | None,
     batch_id: str,
 ) -> pd.DataFrame:
     """Score windows[first:], then replace this model version's results in `replace` by them."""
     cid = outcome.compressor_id
     with outcome.timer.stage("scoring"):
-        scored = score_windows(bundle, cid, windows.take(slice(first, None)), tables.error_columns, initial_count, outcome.timer)
+        scored = score_windows(bundle, cid, windows.take(slice(first, None)), tables.error_columns, initial, outcome.timer)
     faults.hit("infer", conn)
     outcome.windows_scored = len(scored)
     outcome.anomaly_points = int(scored["is_anomaly"].sum())
@@ -302,19 +304,18 @@ def live_batch(
     faults.hit("read", conn)
     ends = windows.end_times
     first = int(np.searchsorted(ends, np.datetime64(after, "ns"), side="right")) if after else 0
-    initial = checkpoint.consecutive_count
+    initial = AlarmState.decode(checkpoint.alarm_state, checkpoint.consecutive_count)
     late = _late_windows(conn, tables, outcome, ends, band, after) if band else None
     if late is not None:
         first = late
-        initial = stored_count(conn, tables, cid, bundle.version, _to_datetime(ends[late - 1])) if late else 0
+        initial = _stored_state(conn, tables, cid, bundle, ends, late)
         outcome.range_start = _to_datetime(ends[late])
     if outcome.rows_read == 0 and first == len(ends):
         return _finish_unscored(conn, tables, outcome, counts, batch_id)
     _count_fresh(outcome, frame, clean, after, settings, bundle)
     replace = (_to_datetime(ends[first]), _to_datetime(ends[-1])) if first < len(ends) else None
     scored = _score_and_write(conn, tables, bundle, outcome, windows, first, initial, replace, batch_id)
-    count = int(scored["consecutive_count"].iloc[-1]) if len(scored) else checkpoint.consecutive_count
-    save_checkpoint(conn, tables, Checkpoint(cid, end, count, bundle.version))
+    save_checkpoint(conn, tables, _advanced(checkpoint, scored, cid, end, bundle))
     lateness.store_counts(conn, tables, cid, counts)
     write_summary(conn, tables, outcome, batch_id)
     faults.hit("commit", conn)
@@ -349,17 +350,32 @@ def backfill_batch(
     faults.hit("read", conn)
     ends = windows.end_times
     first = int(np.searchsorted(ends, np.datetime64(before, "ns"), side="right"))
-    initial = stored_count(conn, tables, cid, bundle.version, _to_datetime(ends[first - 1])) if first else 0
+    initial = _stored_state(conn, tables, cid, bundle, ends, first)
     _count_fresh(outcome, frame, clean, before, settings, bundle)
     scored = _score_and_write(conn, tables, bundle, outcome, windows, first, initial, (start, end), batch_id)
     if advance_checkpoint:
         current = read_checkpoint(conn, tables, cid)
         if current.last_timestamp is None or data_end > current.last_timestamp:
-            count = int(scored["consecutive_count"].iloc[-1]) if len(scored) else initial
-            save_checkpoint(conn, tables, Checkpoint(cid, data_end, count, bundle.version))
+            save_checkpoint(conn, tables, _advanced(current, scored, cid, data_end, bundle))
     write_summary(conn, tables, outcome, batch_id)
     faults.hit("commit", conn)
     return outcome
+
+
+def _stored_state(conn: sa.Connection, tables: Tables, cid: str, bundle: ModelBundle, ends: np.ndarray, first: int) -> AlarmState:
+    """The alarm state stored with the window just before windows[first] (a fresh one at the start)."""
+    if not first:
+        return AlarmState()
+    count, state = stored_alarm_state(conn, tables, cid, bundle.version, _to_datetime(ends[first - 1]))
+    return AlarmState.decode(state, count)
+
+
+def _advanced(previous: Checkpoint, scored: pd.DataFrame, cid: str, end: datetime, bundle: ModelBundle) -> Checkpoint:
+    """The checkpoint at `end`, carrying the alarm state after the last window scored (or the previous one)."""
+    if not len(scored):
+        return Checkpoint(cid, end, previous.consecutive_count, bundle.version, previous.alarm_state)
+    last = scored.iloc[-1]
+    return Checkpoint(cid, end, int(last["consecutive_count"]), bundle.version, last["alarm_state"])
 
 
 def _initial_checkpoint(bundle: ModelBundle) -> datetime | None:

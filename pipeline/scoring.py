@@ -1,4 +1,4 @@
-"""Scoring windows: per-feature errors -> score -> threshold -> consecutive trigger -> explanation."""
+"""Scoring windows: per-feature errors -> score -> threshold -> alarm rule (episodes) -> explanation."""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -6,7 +6,7 @@ from contextlib import nullcontext
 import numpy as np
 import pandas as pd
 
-from models.alerting import consecutive_counts, triggered
+from models.alarms import AlarmState
 from models.artifacts import ModelBundle
 from pipeline.timing import StageTimer
 from pipeline.windows import WindowSet
@@ -35,23 +35,33 @@ def score_in_chunks(bundle: ModelBundle, cid: str, ws: WindowSet) -> tuple[np.nd
 
 
 def score_windows(
-    bundle: ModelBundle, cid: str, ws: WindowSet, error_columns: tuple[str, ...], initial_count: int = 0, timer: StageTimer | None = None
+    bundle: ModelBundle,
+    cid: str,
+    ws: WindowSet,
+    error_columns: tuple[str, ...],
+    initial: AlarmState | None = None,
+    timer: StageTimer | None = None,
 ) -> pd.DataFrame:
-    """One row per window with score, threshold, anomaly flag, run length, trigger and explanation."""
+    """One row per window with score, threshold, anomaly flag, run length, alarm episode and explanation.
+
+    `initial` is the alarm state after the window before the first one (carried across batches);
+    `triggered` is True where an alert episode opens, `in_alert` while one is open.
+    """
     with timer.stage("inference") if timer else nullcontext():
         scores, errors, contributions = score_in_chunks(bundle, cid, ws)
     threshold = bundle.threshold_for(cid)
-    anomalous = scores > threshold
-    counts = consecutive_counts(anomalous, ws.breaks, initial_count)
-    fired = triggered(counts, bundle.consecutive_trigger)
+    trace = bundle.alarm.apply(scores, threshold, ws.breaks, initial)
+    anomalous = trace.is_anomaly
     frame = pd.DataFrame(
         {
             "window_end": ws.end_times,
             "score": scores,
             "threshold": threshold,
             "is_anomaly": anomalous,
-            "consecutive_count": counts,
-            "triggered": fired,
+            "consecutive_count": trace.run,
+            "triggered": trace.triggered,
+            "in_alert": trace.in_episode,
+            "alarm_state": trace.states,
         }
     )
     explained = np.flatnonzero(anomalous)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from core.errors import PipelineError
 from core.logs import mask_secrets, setup_logging
-from core.settings import Settings, SettingsError, load_settings, with_section
+from core.settings import THRESHOLD_RULES, Settings, SettingsError, load_settings, with_section
 from core.threads import use_single_threaded_kernels
 from service import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WINDOWS, DEFAULT_PORT
 
@@ -201,6 +201,45 @@ def cmd_status(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_calibrate(args, settings: Settings) -> int:
+    from models.artifacts import load_for_settings, promote, save_bundle
+    from models.training import recalibrate_bundle
+    from pipeline.training_data import load_normal_windows
+
+    if args.threshold_rule:
+        settings = with_section(settings, "detection", threshold_rule=args.threshold_rule)
+    if args.end <= args.start:
+        raise ValueError(f"calibration end {args.end.isoformat()} is not after its start {args.start.isoformat()}")
+    bundle = load_for_settings(settings)
+    compressors = args.compressor or bundle.compressors
+    sets = load_normal_windows(_engine(settings), _tables(settings), settings, args.start, args.end, compressors)
+    missing = [c for c in compressors if c not in sets]
+    if missing:
+        raise ValueError(f"no normal windows between {args.start.isoformat()} and {args.end.isoformat()} for compressor(s) {', '.join(missing)}")
+    parent = bundle.version
+    bundle = recalibrate_bundle(bundle, sets, settings, (args.start.isoformat(), args.end.isoformat()))
+    bundle.version, bundle.created_at = "", ""
+    path = save_bundle(bundle, settings.model_dir)
+    log.info("calibrated %d compressor(s) of %s on %s .. %s: saved version %s to %s", len(sets), parent, args.start, args.end, bundle.version, path)
+    if not args.no_promote:
+        promote(settings.model_dir, bundle.version)
+        log.info("promoted model version %s", bundle.version)
+    print(bundle.version)
+    return 0
+
+
+def _calibration_lines(meta: dict) -> list[str]:
+    """One indented line per compressor: its threshold and how it was calibrated."""
+    from models.calibration import Calibration
+
+    lines = []
+    for cid in meta.get("compressors", []):
+        record = meta.get("calibration", {}).get(cid)
+        detail = Calibration(**record).describe() if record else "calibrated in-sample (saved before held-out calibration)"
+        lines.append(f"      {cid}: threshold {meta['thresholds'][cid]:.4g}, {detail}")
+    return lines
+
+
 def cmd_models(args, settings: Settings) -> int:
     from models.artifacts import current_version, list_versions, promote
 
@@ -220,7 +259,14 @@ def cmd_models(args, settings: Settings) -> int:
         if "error" in meta:
             print(f"{mark} {meta['version']}  UNREADABLE: {meta['error']}")
         else:
-            print(f"{mark} {meta['version']}  {meta['detector']:<8} {meta['threshold_rule']:<12} compressors={len(meta['compressors'])} created={meta['created_at']}")
+            parent = meta.get("extra", {}).get("parent_version")
+            alarm = meta.get("alarm_rule", {}).get("rule", "consecutive")
+            print(
+                f"{mark} {meta['version']}  {meta['detector']:<8} {meta['threshold_rule']:<16} alarm={alarm:<11} "
+                f"compressors={len(meta['compressors'])} created={meta['created_at']}" + (f" parent={parent}" if parent else "")
+            )
+            for line in _calibration_lines(meta):
+                print(line)
     return 0
 
 
@@ -267,12 +313,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=iso_datetime)
     p.add_argument("--end", type=iso_datetime)
     p.add_argument("--detector", choices=["lstm_ae", "iforest"])
-    p.add_argument("--threshold-rule", choices=["mean_std", "alarm_budget"])
+    p.add_argument("--threshold-rule", choices=THRESHOLD_RULES)
     p.add_argument("--epochs", type=int)
     p.add_argument("--add-compressor", metavar="ID", help="add one compressor to the promoted model without retraining the others")
     p.add_argument("--no-promote", action="store_true", help="save the version without making it current")
     p.add_argument("--mlflow", action="store_true", help="log the run to MLflow ($MLFLOW_TRACKING_URI, else var/mlruns); on whenever that variable is set")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("calibrate", help="refit normal statistics and thresholds of the promoted model on a later normal period (weights kept)")
+    p.add_argument("--start", type=iso_datetime, required=True)
+    p.add_argument("--end", type=iso_datetime, required=True)
+    p.add_argument("--compressor", action="append", help="only this compressor (repeatable; default: every compressor of the model)")
+    p.add_argument("--threshold-rule", choices=THRESHOLD_RULES)
+    p.add_argument("--no-promote", action="store_true", help="save the version without making it current")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("run", help="score new rows since each compressor's checkpoint")
     mode = p.add_mutually_exclusive_group(required=True)

@@ -10,6 +10,7 @@ import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -29,9 +30,10 @@ log = logging.getLogger(__name__)
 DEMO_START = datetime(2026, 1, 1)
 
 
-def demo_table(scored: pd.DataFrame, telemetry: pd.DataFrame, settings: Settings, tolerance_s: float) -> pd.DataFrame:
-    """Per compressor: windows, anomaly points, alerts, fault events caught, false-alarm events."""
-    rows = []
+def demo_table(scored: pd.DataFrame, telemetry: pd.DataFrame, settings: Settings, tolerance_s: float) -> tuple[pd.DataFrame, list[float]]:
+    """Per compressor: windows, anomaly points, alerts, fault events caught, false-alarm events;
+    and the delay of every caught event (minutes)."""
+    rows, delays = [], []
     for cid, part in scored.groupby("compressor_id"):
         truth = telemetry[(telemetry["compressor_id"] == cid) & (telemetry["timestamp"] >= part["window_end"].min())]
         alerts = part.loc[part["triggered"], "window_end"].to_numpy()
@@ -39,6 +41,7 @@ def demo_table(scored: pd.DataFrame, telemetry: pd.DataFrame, settings: Settings
             truth["timestamp"].to_numpy(), truth["label"].to_numpy(), alerts,
             interval_s=settings.data.sampling_interval_s, tolerance_s=tolerance_s,
         )
+        delays += [e["delay_min"] for e in report["events"] if e["detected"]]
         days = len(part) * settings.data.sampling_interval_s / 86_400
         rows.append(
             {
@@ -53,7 +56,7 @@ def demo_table(scored: pd.DataFrame, telemetry: pd.DataFrame, settings: Settings
                 "median_delay_min": report["median_delay_min"],
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), delays
 
 
 def run_demo(settings: Settings, args) -> int:
@@ -88,7 +91,7 @@ def run_demo(settings: Settings, args) -> int:
     scored["window_end"] = pd.to_datetime(scored["window_end"])
     scored[["is_anomaly", "triggered"]] = scored[["is_anomaly", "triggered"]].astype(bool)
     tolerance_s = settings.data.window * settings.data.sampling_interval_s
-    table = demo_table(scored, fleet.telemetry, settings, tolerance_s)
+    table, delays = demo_table(scored, fleet.telemetry, settings, tolerance_s)
     events = fleet.events[fleet.events["end"] > train_end]
     plot = plot_scores(scored, events, out / "demo_scores.png", f"Demo fleet, model {bundle.version}")
     caught, total = int(table["caught"].sum()), int(table["fault_events"].sum())
@@ -98,7 +101,9 @@ def run_demo(settings: Settings, args) -> int:
     print()
     print(table.to_string(index=False))
     print()
-    print(f"fault events caught: {caught}/{total} ({100 * caught / max(total, 1):.0f} %)")
+    delay = f"median delay {np.median(delays):.1f} min, max {max(delays):.1f} min" if delays else "no delay (nothing caught)"
+    print(f"thresholds: {bundle.threshold_rule}; alarm rule: {bundle.alarm.describe()} windows")
+    print(f"fault events caught: {caught}/{total} ({100 * caught / max(total, 1):.0f} %), {delay}")
     print(f"false-alarm events: {false_alarms} over {compressor_days:.0f} compressor-days ({false_alarms / max(compressor_days, 1e-9):.2f} per compressor-day)")
     print(f"run {report.batch_id}: {sum(o.windows_scored for o in report.outcomes)} windows in {report.duration_s:.1f} s")
     print(f"plot: {plot}")

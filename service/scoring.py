@@ -23,15 +23,22 @@ def prepare_for_requests(bundle: ModelBundle) -> None:
 
 
 def score(bundle: ModelBundle, cid: str, windows: np.ndarray) -> list[dict]:
-    """(n, window, features) raw windows of one compressor -> one result dict per window."""
+    """(n, window, features) raw windows of one compressor -> one result dict per window.
+
+    The windows are taken as consecutive: the model's alarm rule runs over them from a fresh state
+    (`in_alert`, `alert_opens`), as it would at the start of a batch.
+    """
     threshold = bundle.threshold_for(cid)
     scores, errors, contributions = bundle.detector.score_with_errors(windows, cid)
     names = top_features(np.asarray(contributions), bundle.features)
+    trace = bundle.alarm.apply(scores, threshold)
     return [
         {
             "score": float(scores[i]),
             "threshold": threshold,
-            "is_anomaly": bool(scores[i] > threshold),
+            "is_anomaly": bool(trace.is_anomaly[i]),
+            "in_alert": bool(trace.in_episode[i]),
+            "alert_opens": bool(trace.triggered[i]),
             "feature_errors": dict(zip(bundle.features, map(float, errors[i]))),
             "top_features": names[i].split(", "),
             "model_version": bundle.version,

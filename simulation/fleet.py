@@ -132,10 +132,17 @@ def simulate_fleet(
     interval_s: float = 30.0,
     features: Sequence[str] = DEFAULT_FEATURES,
     fault_free_days: float = 0.0,
+    realisation_seed: int | None = None,
+    age_days: float = 0.0,
+    load_range: tuple[float, float] = (0.6, 1.0),
 ) -> SimulatedFleet:
     """Simulate `n_compressors` for `days`, one row every `interval_s` seconds.
 
     No fault starts before `start + fault_free_days`. Same seed, same frames.
+    `seed` fixes the units (baselines, noise levels, ageing rates). With `realisation_seed`, the
+    load, noise and faults come from that seed instead, so two realisation seeds give two
+    separately generated periods of the same fleet; `age_days` is how far the units have aged
+    at `start`, and `load_range` the span of operator set-points.
     """
     if n_compressors < 1:
         raise ValueError(f"n_compressors must be at least 1, got {n_compressors}")
@@ -175,9 +182,11 @@ def simulate_fleet(
     ids = [f"C{i + 1:0{width}d}" for i in range(n_compressors)]
     columns: dict[str, list[np.ndarray]] = {f: [] for f in features}
     labels, events = [], []
-    for cid, unit_rng in zip(ids, rng.spawn(n_compressors)):
+    units = rng.spawn(n_compressors)
+    periods = np.random.default_rng(realisation_seed).spawn(n_compressors) if realisation_seed is not None else [None] * n_compressors
+    for cid, unit_rng, period_rng in zip(ids, units, periods):
         values, label, unit_events = _simulate_compressor(
-            unit_rng, t_s, dt, ambient, ambient_amplitude, features, fault_types, first_fault
+            unit_rng, t_s, dt, ambient, ambient_amplitude, features, fault_types, first_fault, period_rng, age_days, load_range
         )
         for f in features:
             columns[f].append(values[f])
@@ -213,8 +222,15 @@ def _simulate_compressor(
     features: tuple[str, ...],
     fault_types: tuple[str, ...],
     first_fault: int,
+    period_rng: np.random.Generator | None = None,
+    age_days: float = 0.0,
+    load_range: tuple[float, float] = (0.6, 1.0),
 ) -> tuple[dict[str, np.ndarray], np.ndarray, list[tuple[str, int, int]]]:
-    """One unit: normal operation plus faults. Returns signals, labels and (type, start, end) rows."""
+    """One unit: normal operation plus faults. Returns signals, labels and (type, start, end) rows.
+
+    The unit's own properties come from `rng`; the period (load, noise, faults) from `period_rng`
+    when given, else from `rng` in the original draw order (same seed, same frames).
+    """
     n = len(t_s)
     base = {s: v * (1 + rng.uniform(-spread, spread)) for s, (v, spread) in _NOMINAL.items()}
     noise_sd = {s: sd * rng.uniform(0.7, 1.4) for s, sd in _NOISE_SD.items()}
@@ -225,20 +241,23 @@ def _simulate_compressor(
         for s, sd in noise_sd.items()
     }
 
-    load = _load_profile(rng, t_s)
-    load = load * (1 + _ar1(rng, n, 0.004, math.exp(-dt / _PROCESS_TAU_S)))  # process fluctuations
+    ageing = {s: rng.uniform(0.01, 0.05) for s in sorted(_AGEING)} if period_rng is not None else {}
+    draw = period_rng if period_rng is not None else rng
+    load = _load_profile(draw, t_s, load_range)
+    load = load * (1 + _ar1(draw, n, 0.004, math.exp(-dt / _PROCESS_TAU_S)))  # process fluctuations
     values = _normal_operation(base, load, _lag(load, math.exp(-dt / _THERMAL_TAU_S)), ambient)
     phi = math.exp(-dt / _NOISE_TAU_S)
-    days_elapsed = t_s / _DAY_S
+    days_elapsed = age_days + t_s / _DAY_S
     for s in values:
-        values[s] = values[s] + _ar1(rng, n, noise_sd[s], phi)
+        values[s] = values[s] + _ar1(draw, n, noise_sd[s], phi)
         if s in _AGEING:
-            values[s] += _AGEING[s] * rng.uniform(0.01, 0.05) * residual_sd[s] * days_elapsed
+            rate = ageing[s] if ageing else draw.uniform(0.01, 0.05)
+            values[s] += _AGEING[s] * rate * residual_sd[s] * days_elapsed
 
     label = np.zeros(n, dtype=np.int64)
-    schedule = _schedule_faults(rng, n, dt, first_fault, fault_types)
+    schedule = _schedule_faults(draw, n, dt, first_fault, fault_types)
     for ftype, s, e in schedule:
-        _apply_fault(rng, values, residual_sd, ftype, s, e, t_s, features)
+        _apply_fault(draw, values, residual_sd, ftype, s, e, t_s, features)
         label[s : e + 1] = 1
     return values, label, schedule
 
@@ -289,14 +308,14 @@ def _normal_operation(
     }
 
 
-def _load_profile(rng: np.random.Generator, t_s: np.ndarray) -> np.ndarray:
+def _load_profile(rng: np.random.Generator, t_s: np.ndarray, load_range: tuple[float, float] = (0.6, 1.0)) -> np.ndarray:
     """Load fraction: set-point steps every ~5 h with 5-20 min transitions, plus rare start-ups."""
     span = t_s[-1] + 1.0
     gaps = _HOUR_S + rng.exponential(4 * _HOUR_S, size=int(span / _HOUR_S) + 2)
     changes = np.concatenate([[-np.inf], np.cumsum(gaps) - rng.uniform(0, 5 * _HOUR_S)])
     changes = changes[changes < span]
     ramps = rng.uniform(300.0, 1200.0, size=len(changes))
-    levels = rng.uniform(0.6, 1.0, size=len(changes) + 1)  # change k goes levels[k] -> levels[k+1]
+    levels = rng.uniform(*load_range, size=len(changes) + 1)  # change k goes levels[k] -> levels[k+1]
     k = np.searchsorted(changes, t_s, side="right") - 1
     load = levels[k] + (levels[k + 1] - levels[k]) * _smoothstep((t_s - changes[k]) / ramps[k])
 

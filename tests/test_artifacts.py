@@ -56,7 +56,8 @@ def test_round_trip_gives_identical_scores(trained_fleet, model_dir, windows):
     assert loaded.window == original.window
     assert loaded.compressors == original.compressors
     assert loaded.threshold_rule == original.threshold_rule
-    assert loaded.consecutive_trigger == original.consecutive_trigger
+    assert loaded.alarm == original.alarm
+    assert loaded.calibration == original.calibration and set(loaded.calibration) == set(original.thresholds)
     assert tuple(loaded.training_range) == tuple(original.training_range)
     for cid, w in windows.items():
         np.testing.assert_array_equal(loaded.detector.feature_errors(w, cid), original.detector.feature_errors(w, cid))

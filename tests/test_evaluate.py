@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from conftest import START
 from core.errors import DataValidationError, UnknownCompressorError
 from core.settings import with_section
+from models.alarms import AlarmRule
 from db.engine import make_engine
 from db.schema import build_tables, create_all
 from db.source import write_telemetry
@@ -166,7 +167,7 @@ def test_a_threshold_nothing_crosses(trained_fleet, day2):
 def test_every_window_anomalous_with_a_one_window_trigger(trained_fleet, day2):
     """Threshold ~0, trigger 1: each compressor's gap-free day is one anomalous run with one alert at its start."""
     settings, bundle = trained_fleet["settings"], trained_fleet["bundle"]
-    loud = dataclasses.replace(bundle, thresholds={c: 1e-9 for c in bundle.thresholds}, consecutive_trigger=1)
+    loud = dataclasses.replace(bundle, thresholds={c: 1e-9 for c in bundle.thresholds}, alarm=AlarmRule("consecutive", 1, quiet_windows=0))
     engine = make_engine(settings.db_url)
     try:
         result = evaluate_range(engine, build_tables(settings), settings, loud, day2.start, day2.end)

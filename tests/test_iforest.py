@@ -7,6 +7,7 @@ from sklearn.ensemble import IsolationForest
 
 from core.errors import ModelArtifactError, UnknownCompressorError
 from core.settings import Settings, TrainingSettings, with_section
+from models.alarms import AlarmRule
 from models.artifacts import ModelBundle, load_bundle, save_bundle
 from models.iforest import TREES_FILE, IsolationForestDetector, IsolationTrees, rolling_features
 from models.training import train_bundle
@@ -153,7 +154,7 @@ def test_load_rejects_out_of_range_nodes(detector, tmp_path):
 
 
 def test_bundle_round_trip(detector, sets, tmp_path):
-    bundle = ModelBundle(detector, {"C1": 0.6, "C2": 0.61}, "mean_std", 3)
+    bundle = ModelBundle(detector, {"C1": 0.6, "C2": 0.61}, "mean_std", AlarmRule("consecutive", 3))
     save_bundle(bundle, tmp_path)
     loaded = load_bundle(tmp_path, bundle.version, expected_features=FEATURES)
     assert isinstance(loaded.detector, IsolationForestDetector)

@@ -1,16 +1,16 @@
-"""Scoring windows with the trained model: columns, thresholds, trigger, chunks and explanations."""
+"""Scoring windows with the trained model: columns, thresholds, alarm rule, chunks and explanations."""
 import numpy as np
 import pytest
 
 import pipeline.scoring as scoring
 from core.errors import UnknownCompressorError
 from db.schema import build_tables
-from models.alerting import consecutive_counts
+from models.alarms import AlarmRule, AlarmState
 from models.artifacts import ModelBundle
 from pipeline.scoring import score_windows, top_features
 from pipeline.windows import WindowSet, build_windows
 
-BASE_COLUMNS = ["window_end", "score", "threshold", "is_anomaly", "consecutive_count", "triggered", "top_features"]
+BASE_COLUMNS = ["window_end", "score", "threshold", "is_anomaly", "consecutive_count", "triggered", "in_alert", "alarm_state", "top_features"]
 
 
 def test_top_features_names_the_largest_contributions_in_order():
@@ -44,9 +44,9 @@ def fleet_windows(trained_fleet):
 
 
 def with_threshold(bundle: ModelBundle, cid: str, threshold: float | None = None, trigger: int = 3) -> ModelBundle:
-    """The same detector with one threshold and the trigger replaced."""
+    """The same detector with one threshold replaced and an N-in-a-row alarm rule (no quiet period)."""
     thresholds = {**bundle.thresholds, cid: bundle.thresholds[cid] if threshold is None else threshold}
-    return ModelBundle(bundle.detector, thresholds, bundle.threshold_rule, trigger, bundle.training_range, bundle.version)
+    return ModelBundle(bundle.detector, thresholds, bundle.threshold_rule, AlarmRule("consecutive", trigger, quiet_windows=0), bundle.training_range, bundle.version)
 
 
 def test_score_windows_columns_and_consistency(trained_fleet, fleet_windows):
@@ -59,8 +59,11 @@ def test_score_windows_columns_and_consistency(trained_fleet, fleet_windows):
     np.testing.assert_array_equal(frame["window_end"].to_numpy(), ws.end_times)
     assert (frame["threshold"] == bundle.thresholds["C01"]).all()
     np.testing.assert_array_equal(frame["is_anomaly"], frame["score"] > bundle.thresholds["C01"])
-    np.testing.assert_array_equal(frame["consecutive_count"], consecutive_counts(frame["is_anomaly"].to_numpy(), ws.breaks))
-    np.testing.assert_array_equal(frame["triggered"], frame["consecutive_count"] == bundle.consecutive_trigger)
+    trace = bundle.alarm.apply(frame["score"].to_numpy(), bundle.thresholds["C01"], ws.breaks)
+    np.testing.assert_array_equal(frame["consecutive_count"], trace.run)
+    np.testing.assert_array_equal(frame["triggered"], trace.triggered)
+    np.testing.assert_array_equal(frame["in_alert"], trace.in_episode)
+    np.testing.assert_array_equal(frame["alarm_state"], trace.states)
     np.testing.assert_array_equal(frame["top_features"].notna(), frame["is_anomaly"])
     errors = frame[list(error_columns)].to_numpy()
     assert np.isfinite(errors).all() and (errors >= 0).all()
@@ -79,7 +82,7 @@ def test_threshold_comparison_and_trigger(trained_fleet, fleet_windows):
     np.testing.assert_array_equal(np.flatnonzero(everything["triggered"]), [trigger - 1])
     assert everything["top_features"].map(lambda s: len(s.split(", "))).eq(3).all()
     # a run carried over from the previous batch continues, and alerts when it reaches N
-    carried = score_windows(with_threshold(bundle, "C01", -np.inf), "C01", ws, error_columns, initial_count=trigger - 1)
+    carried = score_windows(with_threshold(bundle, "C01", -np.inf), "C01", ws, error_columns, AlarmState(run=trigger - 1))
     np.testing.assert_array_equal(carried["consecutive_count"], np.arange(trigger, trigger + 10))
     np.testing.assert_array_equal(np.flatnonzero(carried["triggered"]), [0])
     nothing = score_windows(with_threshold(bundle, "C01", np.inf), "C01", ws, error_columns)

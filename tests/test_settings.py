@@ -106,7 +106,11 @@ def test_with_section_changes_one_section_and_validates():
         ('[data]\nmissing_value_rule = "zero"\n', r"\[data\] missing_value_rule must be one of"),
         ('[detection]\nthreshold_rule = "p99"\n', r"\[detection\] threshold_rule must be one of"),
         ("[detection]\nconsecutive_trigger = 0\n", r"\[detection\] consecutive_trigger must be at least 1"),
-        ("[training]\nvalidation_fraction = 0.7\n", r"\[training\] validation_fraction must be in \(0, 0.5\)"),
+        ("[training]\ncalibration_fraction = 0.7\n", r"\[training\] calibration_fraction must be in \[0.05, 0.5\]"),
+        ('[detection]\nalarm_rule = "vote"\n', r"\[detection\] alarm_rule must be one of"),
+        ("[detection]\nalarm_k = 30\n", r"1 <= alarm_k <= alarm_n <= 128"),
+        ("[detection]\nfalse_alarm_rate = 0.0\n", r"false_alarm_rate must be in \(0, 0.5\)"),
+        ("[detection]\nquiet_windows = -1\n", r"quiet_windows >= 0"),
         ("[scheduler]\nparallel_compressors = -1\n", r"\[scheduler\] parallel_compressors must be >= 0"),
         ("[data\nwindow = 3\n", "is not valid TOML"),
     ],
@@ -119,3 +123,8 @@ def test_bad_settings_raise_settings_error_with_a_clear_message(tmp_path, text, 
 def test_missing_config_file(tmp_path):
     with pytest.raises(SettingsError, match="config file not found: .*nowhere.toml"):
         load_settings(tmp_path / "nowhere.toml", env={})
+
+
+def test_the_example_config_loads_and_states_the_defaults():
+    example = Path(__file__).resolve().parents[1] / "config.example.toml"
+    assert load_settings(example, env={}) == Settings()

@@ -62,55 +62,47 @@ SIGNALS = {
     "c": "temperature, flow, motor_current",
     "d": "vibration, motor_current, flow",
 }
-# (seconds after T0, is_anomaly, consecutive_count, triggered, score, top signals key)
+# (seconds after T0, is_anomaly, consecutive_count, triggered, in_alert, score, top signals key)
 C01_V1 = [
-    (0, False, 0, False, 0.1, None),
-    (30, True, 1, False, 2.0, "a"),
-    (60, True, 2, False, 5.0, "b"),  # peak of event 1
-    (90, True, 3, True, 3.0, "a"),
-    (120, True, 4, False, 2.5, "a"),
-    (150, False, 0, False, 0.2, None),
-    (180, True, 1, False, 9.0, "c"),  # a run that never triggers: no event
-    (210, True, 2, False, 1.5, "c"),
-    (240, False, 0, False, 0.3, None),
-    (270, True, 1, False, 2.2, "d"),  # ends at the data gap below, untriggered: no event
-    (300, True, 2, False, 6.0, "d"),
-    (3900, True, 1, False, 2.1, "a"),  # after a gap the run length restarts at 1: event 2
-    (3930, True, 2, False, 2.9, "c"),
-    (3960, True, 3, True, 2.4, "a"),
-    (3990, False, 0, False, 0.1, None),
-    (4020, True, 1, False, 2.0, "a"),  # event 3, spanning two batches (count carried over)
-    (4050, True, 2, False, 2.6, "a"),
-    (4080, True, 3, True, 3.3, "d"),
-    (4110, False, 0, False, 0.1, None),
+    (0, False, 0, False, False, 0.1, None),
+    (30, True, 1, False, False, 2.0, "a"),  # before the episode opens: not part of it
+    (60, True, 2, False, False, 5.0, "b"),
+    (90, True, 3, True, True, 3.0, "a"),  # episode 1 opens
+    (120, False, 0, False, True, 0.2, None),  # a normal window inside the quiet period
+    (150, True, 1, False, True, 4.0, "c"),  # peak of episode 1
+    (180, False, 0, False, True, 0.3, None),
+    (210, False, 0, False, False, 0.3, None),  # closed after the quiet period
+    (240, True, 1, False, False, 6.0, "d"),  # anomalous but no episode: not an event
+    (270, True, 1, True, True, 2.2, "d"),  # episode 2 opens
+    (3900, True, 1, False, True, 2.9, "c"),  # after a data gap the episode goes on
+    (3930, False, 0, False, False, 0.1, None),
+    (3960, None, 0, False, None, 0.1, None),  # a row of an older release (no in_alert): no event
 ]
 C01_V2 = [
-    (0, False, 0, False, 0.1, None),
-    (30, True, 1, False, 1.1, "a"),
-    (60, True, 2, False, 1.7, "c"),
-    (90, True, 3, True, 1.3, "a"),
-    (120, False, 0, False, 0.1, None),
+    (0, False, 0, False, False, 0.1, None),
+    (30, True, 1, False, False, 1.1, "a"),
+    (60, True, 2, True, True, 1.7, "c"),
+    (90, False, 0, False, False, 0.1, None),
 ]
 C02_V1 = [
-    (0, True, 1, False, 2.0, "b"),  # ties with the next window: the earlier one is the peak
-    (30, True, 2, False, 2.0, "c"),
-    (60, True, 3, True, 1.0, "a"),
-    (90, False, 0, False, 0.1, None),
+    (0, True, 1, True, True, 2.0, "b"),  # ties with the next window: the earlier one is the peak
+    (30, True, 2, False, True, 2.0, "c"),
+    (60, False, 0, False, False, 0.1, None),
 ]
 EXPECTED_EVENTS = [
     # compressor, model, start s, end s, duration s, windows, peak score, top signals
-    ("C01", "v1", 30, 120, 90.0, 4, 5.0, SIGNALS["b"]),
-    ("C01", "v1", 3900, 3960, 60.0, 3, 2.9, SIGNALS["c"]),
-    ("C01", "v1", 4020, 4080, 60.0, 3, 3.3, SIGNALS["d"]),
-    ("C01", "v2", 30, 90, 60.0, 3, 1.7, SIGNALS["c"]),
-    ("C02", "v1", 0, 60, 60.0, 3, 2.0, SIGNALS["b"]),
+    ("C01", "v1", 90, 180, 90.0, 4, 4.0, SIGNALS["c"]),
+    ("C01", "v1", 270, 3900, 3630.0, 2, 2.9, SIGNALS["c"]),
+    ("C01", "v2", 60, 60, 0.0, 1, 1.7, SIGNALS["c"]),
+    ("C02", "v1", 0, 30, 30.0, 2, 2.0, SIGNALS["b"]),
 ]
 
 
 def _detailed_rows(tables) -> pd.DataFrame:
     frames = []
     for cid, version, spec in (("C01", "v1", C01_V1), ("C01", "v2", C01_V2), ("C02", "v1", C02_V1)):
-        frame = pd.DataFrame(spec, columns=["offset", "is_anomaly", "consecutive_count", "triggered", "score", "top"])
+        frame = pd.DataFrame(spec, columns=["offset", "is_anomaly", "consecutive_count", "triggered", "in_alert", "score", "top"])
+        frame["is_anomaly"] = frame["is_anomaly"].fillna(False).astype(bool)
         frame["window_end"] = [T0 + timedelta(seconds=s) for s in frame["offset"]]
         frame["top_features"] = frame["top"].map(SIGNALS)
         frames.append(frame.drop(columns=["offset", "top"]).assign(compressor_id=cid, model_version=version))
@@ -120,7 +112,7 @@ def _detailed_rows(tables) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_events_view_returns_the_runs_that_triggered(kind, tmp_path):
+def test_events_view_returns_the_alert_episodes(kind, tmp_path):
     with database(kind, tmp_path) as url:
         engine, tables = make_engine(url), build_tables(Settings(db_url=url))
         try:

@@ -1,9 +1,40 @@
-"""Threshold calibration: mean + k·std, and the alarm-budget rule checked by brute force."""
+"""Threshold rules: mean + k·std, the conformal false-alarm-rate quantile, and the alarm-budget rule
+checked by brute force."""
+import math
+
 import numpy as np
 import pytest
 
-from models.alerting import count_alert_events
-from models.thresholds import alarm_budget_threshold, mean_std_threshold
+from models.alarms import AlarmRule
+from models.thresholds import alarm_budget_threshold, false_alarm_rate_threshold, mean_std_threshold, windows_needed
+
+
+def count_alert_events(scores, threshold, trigger, breaks=None) -> int:
+    return AlarmRule("consecutive", n=trigger, quiet_windows=0).count_episodes(scores, threshold, breaks)
+
+
+def test_false_alarm_rate_threshold_is_the_conformal_order_statistic():
+    scores = np.arange(1, 200, dtype=float)[::-1]  # 199 distinct scores, shuffled order
+    threshold, sound = false_alarm_rate_threshold(scores, 0.01)
+    assert sound
+    rank = math.ceil(200 * 0.99)  # ceil((n + 1)(1 - a)) = 198
+    assert threshold == 198.0 == sorted(scores)[rank - 1]
+    too_few, sound = false_alarm_rate_threshold(scores[:50], 0.01)
+    assert not sound and too_few == scores[:50].max()
+    assert windows_needed(0.01) == 99
+    assert false_alarm_rate_threshold(np.arange(99.0), 0.01) == (98.0, True)
+    assert false_alarm_rate_threshold(np.arange(98.0), 0.01)[1] is False
+
+
+def test_false_alarm_rate_holds_on_new_exchangeable_scores():
+    """Calibrated on 500 normal scores, the rate on fresh draws of the same law is close to the target."""
+    rng = np.random.default_rng(3)
+    rates = []
+    for _ in range(200):
+        threshold, _ = false_alarm_rate_threshold(rng.gamma(2.0, 1.0, 500), 0.02)
+        rates.append(np.mean(rng.gamma(2.0, 1.0, 5000) > threshold))
+    assert np.mean(rates) <= 0.02 + 0.003  # conformal: at most the target in expectation
+    assert np.mean(rates) >= 0.015
 
 
 def test_mean_std_threshold():
@@ -18,9 +49,9 @@ def test_mean_std_threshold():
 
 def test_alarm_budget_rejects_an_empty_slice():
     with pytest.raises(ValueError, match="empty slice"):
-        alarm_budget_threshold(np.array([]), 1.0, 0.1, 3)
-    with pytest.raises(ValueError, match="empty slice"):
-        alarm_budget_threshold(np.ones(10), 0.0, 0.1, 3)
+        alarm_budget_threshold(np.ones(10), 0.0, 0.1, AlarmRule("consecutive", 3))
+    with pytest.raises(ValueError, match="zero windows"):
+        alarm_budget_threshold(np.array([]), 1.0, 0.1, AlarmRule("consecutive", 3))
 
 
 def test_alarm_budget_on_a_constructed_series():
@@ -28,13 +59,13 @@ def test_alarm_budget_on_a_constructed_series():
     scores[10:15] = 5.0  # one run of 5 windows at 5
     scores[40:44] = 3.0  # one run of 4 windows at 3
     scores[70:72] = 4.0  # a run of 2: never alerts with a trigger of 3
-    one_event = alarm_budget_threshold(scores, hours=10.0, budget_per_hour=0.1, trigger=3)
+    one_event = alarm_budget_threshold(scores, hours=10.0, budget_per_hour=0.1, rule=AlarmRule("consecutive", 3, quiet_windows=0))
     assert count_alert_events(scores, one_event, 3) == 1
     assert 3.0 <= one_event < 5.0  # the run at 3 must stay quiet
-    two_events = alarm_budget_threshold(scores, hours=10.0, budget_per_hour=0.2, trigger=3)
+    two_events = alarm_budget_threshold(scores, hours=10.0, budget_per_hour=0.2, rule=AlarmRule("consecutive", 3, quiet_windows=0))
     assert count_alert_events(scores, two_events, 3) == 2
     assert two_events < 3.0
-    none_allowed = alarm_budget_threshold(scores, hours=10.0, budget_per_hour=0.0, trigger=3)
+    none_allowed = alarm_budget_threshold(scores, hours=10.0, budget_per_hour=0.0, rule=AlarmRule("consecutive", 3, quiet_windows=0))
     assert count_alert_events(scores, none_allowed, 3) == 0
 
 
@@ -66,7 +97,7 @@ def test_alarm_budget_is_the_lowest_threshold_within_budget(seed):
     trigger = int(rng.integers(1, 5))
     allowed = budget * hours
 
-    threshold = alarm_budget_threshold(scores, hours, budget, trigger, breaks)
+    threshold = alarm_budget_threshold(scores, hours, budget, AlarmRule("consecutive", trigger, quiet_windows=0), breaks)
     assert np.isfinite(threshold)
     assert count_alert_events(scores, threshold, trigger, breaks) <= allowed
     expected = brute_force(scores, breaks, allowed, trigger)

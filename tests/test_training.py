@@ -1,15 +1,17 @@
-"""Training: the time split, per-compressor thresholds under both rules, seeding, adding a compressor."""
+"""Training: the held-out split, per-compressor thresholds under each rule, seeding, adding a compressor,
+recalibrating on a later period with the weights kept."""
 import logging
 from datetime import datetime
 
 import numpy as np
 import pytest
 
+from core.errors import CalibrationError
 from core.settings import with_section
-from models.alerting import count_alert_events
 from models.artifacts import load_bundle, save_bundle
-from models.thresholds import mean_std_threshold
-from models.training import add_compressor_to_bundle, calibrate, make_detector, time_split, train_bundle
+from models.calibration import folds_of, split_normal
+from models.thresholds import false_alarm_rate_threshold, mean_std_threshold
+from models.training import add_compressor_to_bundle, make_detector, recalibrate_bundle, train_bundle
 from pipeline.windows import build_windows
 from simulation.fleet import simulate_fleet
 from tests.conftest import tiny_settings
@@ -32,38 +34,42 @@ def windows_of(telemetry, settings) -> dict:
     }
 
 
-# ------------------------------------------------------------------ time split
-def test_time_split_keeps_time_order_and_shares_no_rows():
-    n_rows, window = 400, 10
+# --------------------------------------------------------------- held-out split
+def test_split_holds_out_spread_blocks_and_shares_no_rows():
+    n_rows, window = 2000, 10
     spacing = np.full(n_rows - 1, 30)
-    spacing[150] = 600  # one gap
+    spacing[700] = 600  # one gap
     times = T0 + np.r_[0, np.cumsum(spacing)].astype(np.int64) * np.timedelta64(1, "s")
     ws = build_windows(np.zeros((n_rows, 2)), times, window, 45.0)
-    split = time_split(ws, 0.2)
-    cut = int(round(len(ws) * 0.8))
-    assert len(split.fit) == cut
-    np.testing.assert_array_equal(split.fit.index, ws.index[:cut])
-    np.testing.assert_array_equal(split.holdout.index, ws.index[cut + window :])
+    split = split_normal(ws, 0.3, window)
     fit_rows = {int(i) + k for i in split.fit.index for k in range(window)}
-    holdout_rows = {int(i) + k for i in split.holdout.index for k in range(window)}
-    assert not fit_rows & holdout_rows
-    assert max(fit_rows) < min(holdout_rows)
-    assert split.fit.end_times.max() < split.holdout.end_times.min()
-    assert np.all(np.diff(split.holdout.end_times) > np.timedelta64(0, "s"))
-    assert split.fit.breaks[0]
-    assert len(split.fit) + len(split.holdout) == len(ws) - window
+    held_rows = {int(i) + k for i in split.calibration.index for k in range(window)}
+    assert not fit_rows & held_rows
+    assert 0.25 < len(split.calibration) / len(ws) < 0.35
+    # the held-out windows are spread over the period: early, middle and late parts
+    position = np.searchsorted(ws.index, split.calibration.index) / len(ws)
+    assert position.min() < 0.3 and position.max() > 0.7 and ((position > 0.4) & (position < 0.6)).any()
+    for part in (split.fit, split.calibration):
+        assert np.all(np.diff(part.end_times) > np.timedelta64(0, "s"))
+        assert part.breaks[0]
+    # every boundary between roles is a break, so no alarm run spans two held-out blocks
+    jumps = np.flatnonzero(np.diff(split.calibration.index) != 1) + 1
+    assert split.calibration.breaks[jumps].all()
+    folds = folds_of(split.calibration, 5)
+    assert len(folds) == 5 and sum(map(len, folds)) == len(split.calibration)
+    np.testing.assert_array_equal(np.concatenate([f.index for f in folds]), split.calibration.index)
 
 
-def test_time_split_of_an_empty_set():
+def test_split_of_an_empty_set():
     ws = build_windows(np.zeros((3, 2)), T0 + np.arange(3) * np.timedelta64(30, "s"), 10, 45.0)
-    split = time_split(ws, 0.2)
-    assert len(split.fit) == len(split.holdout) == 0
+    split = split_normal(ws, 0.3, 10)
+    assert len(split.fit) == len(split.calibration) == 0
 
 
 def test_too_few_windows_is_a_clear_error(tmp_path, caplog):
     settings = small_settings(tmp_path)
     tiny = build_windows(np.zeros((15, len(FEATURES))), T0 + np.arange(15) * np.timedelta64(30, "s"), WINDOW, 45.0)
-    with caplog.at_level(logging.WARNING), pytest.raises(ValueError, match="no compressor has enough normal windows"):
+    with caplog.at_level(logging.WARNING), pytest.raises(CalibrationError, match="no compressor has enough normal windows"):
         train_bundle({"C09": tiny}, settings, (None, None))
     assert "compressor C09: only 8 normal windows, skipped from training" in caplog.text
 
@@ -96,29 +102,80 @@ def trained(tmp_path_factory):
     return {"sets": sets, "mean_std": mean_std, "budget": budget, "first": first, "second": second, "probe": probe, "snapshot": snapshot, "dir": tmp}
 
 
-def test_mean_std_thresholds_per_compressor(trained):
+def fresh_copy(trained):
+    """A copy of the first bundle to recalibrate (calibration refits the detector's statistics in place)."""
+    model_dir = trained["dir"] / "copies"
+    if not (model_dir / "versions" / trained["first"].version).is_dir():
+        save_bundle(trained["first"], model_dir)
+    return load_bundle(model_dir, trained["first"].version)
+
+
+def held_out(trained, cid, settings):
+    return split_normal(trained["sets"][cid], settings.training.calibration_fraction, settings.data.window).calibration
+
+
+def out_of_fold(bundle, trained, cid, settings):
+    """The out-of-fold scores calibration used (fit_normal refits the same statistics: deterministic)."""
+    return bundle.detector.fit_normal(cid, folds_of(held_out(trained, cid, settings), settings.training.calibration_folds))
+
+
+def test_mean_std_thresholds_come_from_out_of_fold_held_out_scores(trained):
     bundle, settings = trained["first"], trained["mean_std"]
     assert bundle.threshold_rule == "mean_std"
     assert sorted(bundle.thresholds) == ["C01", "C02"]
     for cid, threshold in bundle.thresholds.items():
-        assert np.isfinite(threshold)
-        split = time_split(trained["sets"][cid], settings.training.validation_fraction)
-        normal = np.concatenate([bundle.detector.score_samples(part.windows, cid) for part in (split.fit, split.holdout)])
-        assert threshold == pytest.approx(mean_std_threshold(normal, settings.detection.threshold_k), rel=1e-9)
-        assert np.mean(normal > threshold) < 0.2  # most normal windows stay below it
+        scores = out_of_fold(bundle, trained, cid, settings)
+        assert len(scores) == len(held_out(trained, cid, settings))
+        assert threshold == pytest.approx(mean_std_threshold(scores, settings.detection.threshold_k), rel=1e-9)
+        record = bundle.calibration[cid]
+        assert record["windows"] == len(scores) and record["rule"] == "mean_std" and record["target_rate"] is None
+        assert record["held_out_rate"] == pytest.approx(np.mean(scores > threshold))
 
 
-def test_alarm_budget_thresholds_keep_the_holdout_within_budget(trained):
+def test_out_of_fold_scores_are_not_in_sample(trained):
+    """Each fold is scored by statistics fitted without it: on held-out data the scores are larger
+    than the in-sample scores of the same windows."""
+    bundle, settings = trained["first"], trained["mean_std"]
+    for cid in bundle.thresholds:
+        oof = out_of_fold(bundle, trained, cid, settings)
+        in_sample = bundle.detector.score_samples(held_out(trained, cid, settings).windows, cid)
+        assert oof.mean() > in_sample.mean()
+
+
+def test_false_alarm_rate_threshold_and_its_record(trained):
+    from models.calibration import calibrate_compressor
+
+    bundle, settings = fresh_copy(trained), with_section(trained["mean_std"], "detection", threshold_rule="false_alarm_rate")
+    rate = settings.detection.false_alarm_rate
+    for cid in bundle.thresholds:
+        record = calibrate_compressor(bundle.detector, cid, held_out(trained, cid, settings), settings, bundle.alarm)
+        scores = out_of_fold(bundle, trained, cid, settings)
+        assert record.threshold == false_alarm_rate_threshold(scores, rate)[0]
+        assert record.target_rate == rate and record.held_out_rate <= rate
+        assert record.start < record.end
+
+
+def test_alarm_budget_thresholds_keep_the_held_out_series_within_budget(trained):
     bundle, settings = trained["second"], trained["budget"]
     assert bundle.threshold_rule == "alarm_budget"
-    assert sorted(bundle.thresholds) == ["C01", "C02"]
-    det = settings.detection
     for cid, threshold in bundle.thresholds.items():
-        assert np.isfinite(threshold)
-        holdout = time_split(trained["sets"][cid], settings.training.validation_fraction).holdout
-        hours = len(holdout) * settings.data.sampling_interval_s / 3600
-        scores = bundle.detector.score_samples(holdout.windows, cid)
-        assert count_alert_events(scores, threshold, det.consecutive_trigger, holdout.breaks) <= det.alarm_budget_per_hour * hours
+        part = held_out(trained, cid, settings)
+        hours = len(part) * settings.data.sampling_interval_s / 3600
+        scores = out_of_fold(bundle, trained, cid, settings)
+        assert bundle.alarm.count_episodes(scores, threshold, part.breaks) <= settings.detection.alarm_budget_per_hour * hours
+
+
+def test_too_little_held_out_data_is_an_error_that_says_how_much_more(trained, caplog):
+    from models.calibration import calibrate_compressor
+
+    bundle, settings = fresh_copy(trained), with_section(trained["mean_std"], "detection", threshold_rule="false_alarm_rate")
+    part = held_out(trained, "C01", settings)
+    with pytest.raises(CalibrationError, match=r"compressor C01: 12 held-out normal windows; .* at least 199 \(187 more, about 94 minutes"):
+        calibrate_compressor(bundle.detector, "C01", part.take(slice(0, 12)), settings, bundle.alarm)
+    with caplog.at_level(logging.WARNING):
+        record = calibrate_compressor(bundle.detector, "C01", part.take(slice(0, 100)), settings, bundle.alarm)
+    assert "100 held-out normal windows" in caplog.text and "the threshold is the largest held-out score" in caplog.text
+    assert record.windows == 100
 
 
 def test_same_seed_same_model(trained):
@@ -129,9 +186,25 @@ def test_same_seed_same_model(trained):
     for cid, windows in trained["probe"].items():
         np.testing.assert_array_equal(second.detector.feature_errors(windows, cid), snapshot["errors"][cid])
         np.testing.assert_array_equal(second.detector.score_samples(windows, cid), snapshot["scores"][cid])
-        split = time_split(trained["sets"][cid], trained["mean_std"].training.validation_fraction)
-        assert calibrate(second.detector, cid, split, trained["mean_std"]) == snapshot["thresholds"][cid]
     assert first.detector.history == second.detector.history
+
+
+def test_recalibrate_keeps_the_weights_and_the_other_compressors(trained):
+    settings = trained["mean_std"]
+    parent = fresh_copy(trained)
+    weights = [w.copy() for w in parent.detector.model.get_weights()]
+    later = trained["sets"]["C02"].take(slice(-600, None))
+    far = with_section(settings, "detection", threshold_rule="false_alarm_rate")
+    child = recalibrate_bundle(parent, {"C02": later}, far, ("2026-01-01T07:00:00", "2026-01-01T12:00:00"))
+    for a, b in zip(weights, child.detector.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert child.extra["parent_version"] == parent.version
+    assert child.extra["calibration_period"] == ["2026-01-01T07:00:00", "2026-01-01T12:00:00"]
+    assert child.thresholds["C01"] == parent.thresholds["C01"] and child.calibration["C01"] == parent.calibration["C01"]
+    np.testing.assert_array_equal(child.detector.score_samples(trained["probe"]["C01"], "C01"), trained["snapshot"]["scores"]["C01"])
+    assert child.calibration["C02"]["windows"] == 600 and child.calibration["C02"]["rule"] == "false_alarm_rate"
+    with pytest.raises(CalibrationError, match="C77 are not in model"):
+        recalibrate_bundle(parent, {"C77": later}, far, ("a", "b"))
 
 
 def test_add_compressor_changes_nothing_for_the_others(trained):

@@ -1,15 +1,15 @@
--- anomaly_events: one row per alarm EVENT, from lstm_predictions_detailed (MariaDB / MySQL 8).
+-- anomaly_events: one row per alert EPISODE, from lstm_predictions_detailed (MariaDB / MySQL 8).
 --
--- An event is a run of consecutive anomalous windows (is_anomaly) of one compressor and one
--- model version that contains at least one triggered window (the run reached the configured
--- number of consecutive windows). A run ends at a normal window, and also at a data gap: there
--- the pipeline restarts consecutive_count at 1. Gaps and islands: every row that starts a run
--- is marked, a running sum of the marks numbers the runs, and the anomalous rows are grouped
--- by that number.
+-- An event is an alert episode (models/alarms.py): the windows of one compressor and one model
+-- version in which the alarm rule's episode is open (in_alert), from the window where it opened
+-- until it closed after the quiet period; normal windows inside an episode belong to it, and a
+-- data gap does not end it. Gaps and islands: every row that starts a run of in_alert rows is
+-- marked, a running sum of the marks numbers the runs, and the in_alert rows are grouped by that
+-- number. Rows written before in_alert existed (NULL) are in no event until a backfill rescores them.
 --
 -- Columns: compressor_id, model_version, start_time and end_time (window_end of the first and
--- last anomalous window), duration_s (end_time - start_time, seconds), windows (anomalous
--- windows in the event), peak_score (highest score), top_signals (top contributing signals of
+-- last window of the episode), duration_s (end_time - start_time, seconds), windows (windows in
+-- the episode), peak_score (highest score), top_signals (top contributing signals of
 -- the peak window).
 --
 -- Example: SELECT * FROM anomaly_events WHERE compressor_id = 'C01' AND start_time >= '2026-01-01'
@@ -18,30 +18,30 @@
 CREATE OR REPLACE VIEW anomaly_events AS
 WITH marked AS (
     SELECT
-        compressor_id, model_version, window_end, score, is_anomaly, triggered, top_features,
+        compressor_id, model_version, window_end, score, in_alert, top_features,
         CASE
-            WHEN is_anomaly = 1 AND consecutive_count > 1
-                 AND LAG(is_anomaly) OVER (PARTITION BY compressor_id, model_version ORDER BY window_end) = 1
+            WHEN in_alert = 1
+                 AND LAG(in_alert) OVER (PARTITION BY compressor_id, model_version ORDER BY window_end) = 1
             THEN 0 ELSE 1
         END AS run_start
     FROM lstm_predictions_detailed
 ),
 numbered AS (
     SELECT
-        compressor_id, model_version, window_end, score, is_anomaly, triggered, top_features,
+        compressor_id, model_version, window_end, score, in_alert, top_features,
         SUM(run_start) OVER (
             PARTITION BY compressor_id, model_version ORDER BY window_end ROWS UNBOUNDED PRECEDING
         ) AS run_id
     FROM marked
 ),
-anomalous AS (
+episode_rows AS (
     SELECT
-        compressor_id, model_version, window_end, score, triggered, top_features, run_id,
+        compressor_id, model_version, window_end, score, top_features, run_id,
         ROW_NUMBER() OVER (
             PARTITION BY compressor_id, model_version, run_id ORDER BY score DESC, window_end
         ) AS peak_rank
     FROM numbered
-    WHERE is_anomaly = 1
+    WHERE in_alert = 1
 )
 SELECT
     compressor_id,
@@ -52,6 +52,5 @@ SELECT
     COUNT(*) AS windows,
     MAX(score) AS peak_score,
     MAX(CASE WHEN peak_rank = 1 THEN top_features END) AS top_signals
-FROM anomalous
-GROUP BY compressor_id, model_version, run_id
-HAVING MAX(CASE WHEN triggered = 1 THEN 1 ELSE 0 END) = 1;
+FROM episode_rows
+GROUP BY compressor_id, model_version, run_id;
