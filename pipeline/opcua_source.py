@@ -112,11 +112,12 @@ class OpcUaSource:
         policy = getattr(security_policies, f"SecurityPolicy{opc.security_policy}")
         mode = getattr(ua.MessageSecurityMode, opc.security_mode)
         trusted = {_der(p): p for p in opc.server_certificates}
-        server_cert = opc.server_certificates[0]
-        if len(trusted) > 1:
-            server_cert = trusted.get(await self._offered_certificate(client, mode, policy.URI))
-            if server_cert is None:
-                raise ConfigurationRefused(f"the server at {opc.endpoint} presents a certificate that is not in [opcua] server_certificates")
+        offered = await self._offered_certificate(mode, policy.URI)
+        server_cert = trusted.get(offered)
+        if server_cert is None:
+            raise ConfigurationRefused(
+                f"the server at {opc.endpoint} presents a certificate (thumbprint {_sha1(offered)}) that is not in [opcua] server_certificates: check it with the plant, then add it"
+            )
         await client.set_security(policy, opc.certificate, opc.private_key, server_certificate=server_cert, mode=mode)
 
         async def validate(certificate, _description) -> None:
@@ -127,8 +128,9 @@ class OpcUaSource:
 
         client.certificate_validator = validate
 
-    async def _offered_certificate(self, client, mode, policy_uri: str) -> bytes | None:
-        """The certificate the server offers on the configured endpoint (discovery, as OPC UA allows)."""
+    async def _offered_certificate(self, mode, policy_uri: str) -> bytes:
+        """The certificate the server offers on the configured endpoint (GetEndpoints, which OPC UA
+        answers on an unsecured channel; nothing but the endpoint list is exchanged on it)."""
         from asyncua import Client
 
         probe = Client(self.settings.opcua.endpoint, timeout=self.settings.opcua.request_timeout_s)
@@ -138,7 +140,7 @@ class OpcUaSource:
             raise self._explain(exc) from exc
         for endpoint in endpoints:
             if endpoint.SecurityMode == mode and endpoint.SecurityPolicyUri == policy_uri:
-                return endpoint.ServerCertificate
+                return _first_certificate(endpoint.ServerCertificate)
         raise ConfigurationRefused(f"the server at {self.settings.opcua.endpoint} offers no {self.settings.opcua.security_policy}/{self.settings.opcua.security_mode} endpoint")
 
     def _explain(self, exc: Exception) -> Exception:
@@ -200,6 +202,21 @@ def _sample(dv, use_server: bool) -> Sample:
         name = "NotANumber"
     stamp = dv.ServerTimestamp if use_server else (dv.SourceTimestamp or dv.ServerTimestamp)
     return Sample(number, name, _naive_utc(stamp))
+
+
+def _first_certificate(der: bytes) -> bytes:
+    """The leaf of a DER chain (servers may send the chain): the outer SEQUENCE's length says where it ends."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    length = int.from_bytes(der[2:4], "big") + 4 if der[1] == 0x82 else len(der)
+    return x509.load_der_x509_certificate(der[:length]).public_bytes(Encoding.DER)
+
+
+def _sha1(der: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha1(der).hexdigest()  # noqa: S324 - the thumbprint OPC UA tools display, not a security check
 
 
 def _der(path: str) -> bytes:
