@@ -70,7 +70,7 @@ def write_config(path: Path, pki: Path, port: int, **opcua) -> Path:
         "compressors": list(COMPRESSORS),
         **opcua,
     }
-    lines = ["[data]", "window = 10", "[training]", "epochs = 1", "batch_size = 128", "patience = 1", "window_stride = 3", "[opcua]"]
+    lines = ["[data]", "window = 10", "missing_value_rule = \"impute\"", "[training]", "epochs = 1", "batch_size = 128", "patience = 1", "window_stride = 3", "[opcua]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
