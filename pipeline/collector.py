@@ -1,6 +1,6 @@
 """The OPC UA collector: polls the plant on the sampling grid and fills the source table.
 
-Per poll (at wall-clock multiples of the sampling interval) one Read of every mapped node. A
+Per poll (on the wall-clock sampling grid, half a step after each grid point) one Read of every mapped node. A
 compressor's row takes the latest timestamp among its values (source timestamps unless
 [opcua] timestamp = "server"); a row whose timestamp is not newer than the last one is not a
 new sample and is not written again. Values that are not Good (or not finite numbers) are
@@ -172,7 +172,7 @@ class Collector:
         drain_task: asyncio.Future | None = None
         try:
             await self._connect(stop, once)
-            next_tick = time.time() if once else math.ceil(time.time() / self.interval_s) * self.interval_s
+            next_tick = time.time() if once else self._next_poll()
             while not stop.is_set():
                 delay = next_tick - time.time()
                 if delay > 0:
@@ -196,7 +196,7 @@ class Collector:
                     if once:
                         raise
                     await self._reconnect(stop, exc)
-                    next_tick = math.ceil(time.time() / self.interval_s) * self.interval_s
+                    next_tick = self._next_poll()
                     continue
                 self.report.read_latencies_s.append(time.perf_counter() - started)
                 self.report.polls += 1
@@ -216,6 +216,11 @@ class Collector:
             self.report.spool_left = len(self.spool)
             self.report.spool_dropped = self.spool.dropped
         return self.report
+
+    def _next_poll(self) -> float:
+        """The next poll time: half a step after a grid point (k + 1/2) x interval, so that values
+        stamped at the grid point have reached the server whatever the small clock offsets."""
+        return (math.floor(time.time() / self.interval_s - 0.5) + 1.5) * self.interval_s
 
     async def _connect(self, stop: asyncio.Event, once: bool) -> None:
         try:

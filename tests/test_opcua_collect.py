@@ -336,3 +336,75 @@ def test_database_outage_spools_then_drains_in_order_and_sigterm_exits_zero(tmp_
     assert code == 0 and summary(out)["spool_left"] == 0, out[-2000:]
     assert_on_grid_once_each(after, start, contiguous=False)
     assert len(after) >= len(rows) + held["spool_left"]
+
+
+# ----------------------------------------------------------------------------- settings and spool
+def _opcua_settings(tmp_path: Path, text: str):
+    path = tmp_path / "o.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_settings(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('[opcua]\nsecurity_policy = "Basic128Rsa15"', "Basic256Sha256 or stronger"),
+        ('[opcua]\nsecurity_policy = "None"\nsecurity_mode = "None"', "set allow_insecure = true"),
+        ('[opcua]\nsecurity_policy = "None"\nsecurity_mode = "SignAndEncrypt"\nallow_insecure = true', 'both be "None"'),
+        ('[opcua]\nallow_insecure = "yes"', "allow_insecure must be true or false"),
+        ('[opcua]\nendpoint = "http://plant:4840"', "opc.tcp://"),
+        ('[opcua]\ncompressors = ["C01"]', "needs node_template"),
+        ('[opcua]\nnode_template = "ns=2;s={unit}.{signal}"\ncompressors = ["C01"]', "only {compressor} and {signal}"),
+        ('[opcua.nodes.C01]\nflow = "ns=2;i=1"', "lacks a NodeId for: filter_dp"),
+        ('[opcua.nodes.C01]\nspeed = "ns=2;i=1"', "not in [data] features: speed"),
+        ('[opcua.nodes.C01]\nflow = 3', "must be tables of signal"),
+    ],
+)
+def test_opcua_settings_refuse_weak_security_and_incomplete_node_maps(tmp_path, text, reason):
+    from core.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=re.escape(reason)):
+        _opcua_settings(tmp_path, text)
+
+
+def test_opcua_node_map_template_and_overrides_and_the_example_config_loads(tmp_path):
+    from core.settings import opcua_node_map
+
+    settings = _opcua_settings(tmp_path, '[opcua]\nnode_template = "ns=2;s={compressor}.{signal}"\ncompressors = ["C01"]\n[opcua.nodes.C01]\nflow = "ns=3;i=7"\n')
+    mapping = opcua_node_map(settings)
+    assert mapping["C01"]["flow"] == "ns=3;i=7" and mapping["C01"]["filter_dp"] == "ns=2;s=C01.filter_dp" and len(mapping["C01"]) == 16
+    example = load_settings(ROOT / "config.example.toml", env={})
+    assert example.opcua.security_mode == "SignAndEncrypt" and str(example.model_dir) == "var/models"
+
+
+def test_spool_keeps_order_bounds_its_size_and_stores_missing_as_null(tmp_path):
+    from pipeline.spool import Spool
+
+    spool = Spool(tmp_path / "s.sqlite", max_rows=3)
+    t0 = datetime(2026, 1, 1)
+    spool.append([("C01", t0 + timedelta(seconds=30 * i), {"flow": float(i), "vibration": float("nan")}) for i in range(5)])
+    assert len(spool) == 3 and spool.dropped == 2
+    seq, rows = spool.head(10)
+    assert [r[2]["flow"] for r in rows] == [2.0, 3.0, 4.0] and all(r[2]["vibration"] is None for r in rows)
+    spool.remove_through(seq)
+    assert len(Spool(tmp_path / "s.sqlite", max_rows=3)) == 0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_writing_the_same_rows_again_writes_none(kind, tmp_path):
+    from db.schema import create_all
+    from db.source import write_new_telemetry
+    from simulation.fleet import simulate_fleet
+
+    with database(kind, tmp_path) as url:
+        settings = load_settings(None, env={}, db_url=url)
+        engine, tables = make_engine(url), build_tables(settings)
+        create_all(engine, tables)
+        frame = simulate_fleet(2, 0.01, seed=3).telemetry.drop(columns=["label"])
+        with engine.begin() as conn:
+            assert write_new_telemetry(conn, tables, settings, frame.iloc[:20]) == (20, 0)
+        with engine.begin() as conn:
+            assert write_new_telemetry(conn, tables, settings, frame) == (len(frame) - 20, 20)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT COUNT(*) FROM compressor_telemetry")).scalar() == len(frame)
+        engine.dispose()
