@@ -194,7 +194,7 @@ class Collector:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the server or the network went away
                     if once:
-                        raise
+                        raise ConnectionError(f"reading from the OPC UA server at {self.settings.opcua.endpoint} failed: {_reason(exc)}") from None
                     await self._reconnect(stop, exc)
                     next_tick = self._next_poll()
                     continue

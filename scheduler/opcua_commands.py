@@ -80,14 +80,17 @@ def cmd_opcua_serve_sim(args, settings: Settings) -> int:
     if args.username:
         password = os.environ.get(opc.password_env)
         if args.password_file:
-            password = Path(args.password_file).read_text(encoding="utf-8").strip()
+            try:
+                password = Path(args.password_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise PipelineError(f"cannot read --password-file {args.password_file}: {exc.strerror}") from None
         if not password:
             raise PipelineError(f"--username needs a password: --password-file or ${opc.password_env}")
         users = {args.username: password}
     if not opc.insecure:
         for label, path in (("--certificate", args.certificate), ("--private-key", args.private_key)):
             if not path or not Path(path).is_file():
-                raise PipelineError(f"{label} {path or ''} not found: create the server's pair with `opcua-cert --role server`".replace("  ", " "))
+                raise PipelineError(f"{label} {path or 'FILE'} is needed: create the server's pair with `opcua-cert --role server`")
         if not args.trust:
             raise PipelineError("--trust CLIENT_CERT is needed (the client certificates allowed to connect)")
         for path in args.trust:

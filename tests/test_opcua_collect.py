@@ -408,3 +408,19 @@ def test_writing_the_same_rows_again_writes_none(kind, tmp_path):
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT COUNT(*) FROM compressor_telemetry")).scalar() == len(frame)
         engine.dispose()
+
+
+def test_systemd_collector_unit_runs_collect_with_the_config_file():
+    import configparser
+    import shlex
+
+    from scheduler.cli import build_parser
+
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read(ROOT / "deploy" / "systemd" / "compressor-ad-collect.service", encoding="utf-8")
+    service = parser["Service"]
+    assert service["User"] == "compressor-ad" and service["KillSignal"] == "SIGTERM" and service["Restart"] == "on-failure"
+    argv = shlex.split(service["ExecStart"])
+    args = build_parser().parse_args(argv[argv.index("run_scheduler.py") + 1 :])
+    assert args.command == "collect" and args.config == "/etc/compressor-ad/config.toml" and not args.once
