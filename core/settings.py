@@ -6,6 +6,7 @@ Environment variables:
     COMPRESSOR_AD_DB_PASSWORD_FILE  file holding that password (e.g. readable by the service user only)
     COMPRESSOR_AD_MODEL_DIR         model directory (versions live under it)
     COMPRESSOR_AD_CONFIG            TOML file to read when --config is not given
+    COMPRESSOR_AD_OPCUA_PASSWORD    OPC UA user password (the variable is named by [opcua] password_env)
 """
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ ALARM_RULES = ("consecutive", "k_of_n", "cusum")
 MAX_ALARM_WINDOWS = 128  # the k_of_n history is kept as a bit mask of the last n windows
 MISSING_VALUE_RULES = ("skip", "impute")
 SCORE_METHODS = ("mahalanobis", "mse")
+# Basic256Sha256 or stronger; the deprecated Basic128Rsa15 and Basic256 are refused.
+OPCUA_POLICIES = ("Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss", "None")
+OPCUA_MODES = ("SignAndEncrypt", "Sign", "None")
+OPCUA_TIMESTAMPS = ("source", "server")
 
 
 class SettingsError(ValueError):
@@ -117,6 +122,40 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
+class OpcUaSettings:
+    """Where the collector reads telemetry (`collect`): endpoint, security and the node map.
+
+    Node map: `node_template` with {compressor} and {signal} for every id in `compressors`,
+    overridden or extended per compressor by `nodes` ([opcua.nodes.ID] signal = "NodeId").
+    """
+
+    endpoint: str = ""
+    security_policy: str = "Basic256Sha256"
+    security_mode: str = "SignAndEncrypt"
+    allow_insecure: bool = False
+    application_uri: str = "urn:compressor-ad:collector"
+    certificate: str = "var/opcua/client_cert.der"
+    private_key: str = "var/opcua/client_key.pem"
+    server_certificates: tuple[str, ...] = ()
+    username: str = ""
+    password_file: str = ""
+    password_env: str = "COMPRESSOR_AD_OPCUA_PASSWORD"
+    sampling_interval_s: float = 0.0  # 0 = [data] sampling_interval_s
+    timestamp: str = "source"
+    request_timeout_s: float = 5.0
+    reconnect_max_delay_s: float = 60.0
+    spool_path: str = "var/opcua_spool.sqlite"
+    spool_max_rows: int = 1_000_000
+    node_template: str = ""
+    compressors: tuple[str, ...] = ()
+    nodes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    @property
+    def insecure(self) -> bool:
+        return "None" in (self.security_policy, self.security_mode)
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings of the pipeline."""
 
@@ -127,6 +166,7 @@ class Settings:
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    opcua: OpcUaSettings = field(default_factory=OpcUaSettings)
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with top-level fields changed."""
@@ -204,7 +244,65 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError("[training] calibration_fraction must be in [0.05, 0.5] and calibration_folds >= 2")
     if settings.scheduler.parallel_compressors < 0:
         raise SettingsError("[scheduler] parallel_compressors must be >= 0 (0 = automatic)")
+    _validate_opcua(settings)
     return settings
+
+
+def _validate_opcua(settings: Settings) -> None:
+    opc = settings.opcua
+    if opc.security_policy not in OPCUA_POLICIES:
+        raise SettingsError(f"[opcua] security_policy must be one of {OPCUA_POLICIES} (Basic256Sha256 or stronger), got {opc.security_policy!r}")
+    if opc.security_mode not in OPCUA_MODES:
+        raise SettingsError(f"[opcua] security_mode must be one of {OPCUA_MODES}, got {opc.security_mode!r}")
+    if not isinstance(opc.allow_insecure, bool):
+        raise SettingsError(f"[opcua] allow_insecure must be true or false, got {opc.allow_insecure!r}")
+    if (opc.security_policy == "None") != (opc.security_mode == "None"):
+        raise SettingsError('[opcua] security_policy and security_mode must both be "None" or neither')
+    if opc.insecure and not opc.allow_insecure:
+        raise SettingsError('[opcua] security "None" sends telemetry unsigned and unencrypted: set allow_insecure = true to allow it')
+    if opc.timestamp not in OPCUA_TIMESTAMPS:
+        raise SettingsError(f"[opcua] timestamp must be one of {OPCUA_TIMESTAMPS}, got {opc.timestamp!r}")
+    if opc.endpoint and not opc.endpoint.startswith("opc.tcp://"):
+        raise SettingsError(f"[opcua] endpoint must be an opc.tcp:// URL, got {opc.endpoint!r}")
+    if opc.sampling_interval_s < 0 or opc.request_timeout_s <= 0 or opc.reconnect_max_delay_s <= 0:
+        raise SettingsError("[opcua] sampling_interval_s must be >= 0 (0 = [data] sampling_interval_s), request_timeout_s and reconnect_max_delay_s > 0")
+    if opc.spool_max_rows < 1:
+        raise SettingsError("[opcua] spool_max_rows must be at least 1")
+    opcua_node_map(settings)
+
+
+def opcua_node_map(settings: Settings) -> dict[str, dict[str, str]]:
+    """compressor -> signal -> NodeId for every configured signal; SettingsError naming a gap."""
+    opc, features = settings.opcua, settings.data.features
+    if opc.compressors and not opc.node_template:
+        raise SettingsError("[opcua] compressors needs node_template (e.g. \"ns=2;s={compressor}.{signal}\")")
+    mapping: dict[str, dict[str, str]] = {}
+    for cid in opc.compressors:
+        try:
+            mapping[cid] = {f: opc.node_template.format(compressor=cid, signal=f) for f in features}
+        except (KeyError, IndexError, ValueError) as exc:
+            raise SettingsError(f"[opcua] node_template {opc.node_template!r} is not valid: only {{compressor}} and {{signal}} may appear ({exc})") from None
+    for cid, signals in opc.nodes.items():
+        unknown = sorted(set(signals) - set(features))
+        if unknown:
+            raise SettingsError(f"[opcua.nodes.{cid}] names signal(s) not in [data] features: {', '.join(unknown)}")
+        mapping.setdefault(cid, {}).update(signals)
+        missing = [f for f in features if f not in mapping[cid]]
+        if missing:
+            raise SettingsError(f"[opcua.nodes.{cid}] lacks a NodeId for: {', '.join(missing)} (or list {cid} in compressors with a node_template)")
+    return mapping
+
+
+def _build_opcua(values: Mapping[str, Any]) -> OpcUaSettings:
+    """[opcua] with its [opcua.nodes.ID] tables of signal = "NodeId" strings."""
+    values = dict(values)
+    nodes = values.pop("nodes", {})
+    if not isinstance(nodes, dict) or not all(
+        isinstance(v, dict) and all(isinstance(n, str) and n for n in v.values()) for v in nodes.values()
+    ):
+        raise SettingsError('[opcua.nodes.ID] must be tables of signal = "NodeId" strings')
+    section = _build_section(OpcUaSettings, values, "opcua")
+    return dataclasses.replace(section, nodes={str(cid): dict(signals) for cid, signals in nodes.items()})
 
 
 def load_settings(
@@ -238,6 +336,10 @@ def load_settings(
             if not isinstance(value, str):
                 raise SettingsError(f"model_dir must be a string, got {value!r}")
             top["model_dir"] = Path(value)
+        elif key == "opcua":
+            if not isinstance(value, dict):
+                raise SettingsError("[opcua] must be a table")
+            top["opcua"] = _build_opcua(value)
         else:
             raise SettingsError(f"unknown section or key in config: {key}")
     if env.get("COMPRESSOR_AD_DB_URL"):

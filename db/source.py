@@ -206,3 +206,29 @@ def write_telemetry(engine: sa.Engine, tables: Tables, frame: pd.DataFrame, chun
             if progress:
                 progress(written, len(frame))
     return written
+
+
+def write_new_telemetry(conn: sa.Connection, tables: Tables, settings: Settings, frame: pd.DataFrame) -> tuple[int, int]:
+    """Insert the frame's rows whose (compressor, timestamp) is not yet stored, in the caller's transaction.
+
+    Returns (written, already stored). Idempotent: writing the same rows again writes none, so
+    a collector that resends after a reconnect or a restart never duplicates a row. The
+    timestamps must be naive UTC; rows repeated inside the frame are written once.
+    """
+    from db.results import insert_frame
+
+    src = settings.source
+    if frame.empty:
+        return 0, 0
+    frame = frame.drop_duplicates([src.compressor_column, src.timestamp_column], keep="last")
+    ts, cid = tables.source.c[src.timestamp_column], tables.source.c[src.compressor_column]
+    stored: set[tuple[str, np.datetime64]] = set()
+    for compressor, rows in frame.groupby(src.compressor_column, sort=False):
+        times = rows[src.timestamp_column]
+        existing = conn.execute(sa.select(ts).where(cid == compressor, ts >= times.min(), ts <= times.max())).scalars()
+        stored.update((compressor, np.datetime64(t, "us")) for t in _times(tuple(existing)))
+    keys = zip(frame[src.compressor_column], frame[src.timestamp_column].to_numpy(dtype="datetime64[us]"))
+    new = np.array([key not in stored for key in keys], dtype=bool)
+    columns = [c.name for c in tables.source.columns if c.name in frame.columns]
+    written = insert_frame(conn, tables.source, frame.loc[new, columns])
+    return written, int((~new).sum())

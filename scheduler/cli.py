@@ -396,6 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", default="var/demo", help="where the report and plot go")
     p.set_defaults(func=cmd_demo)
+
+    from scheduler import opcua_commands
+
+    opcua_commands.add_parsers(sub)
     return parser
 
 
