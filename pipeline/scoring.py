@@ -34,12 +34,25 @@ def score_in_chunks(bundle: ModelBundle, cid: str, ws: WindowSet) -> tuple[np.nd
     return scores, errors, contributions
 
 
+def finite_only(ws: WindowSet, scores: np.ndarray, errors: np.ndarray, contributions: np.ndarray):
+    """Drop the windows whose score or per-feature errors are not finite (overflowed); a dropped window is a break.
+
+    No NaN or infinite score is ever returned: the caller counts the windows that are missing.
+    """
+    finite = np.isfinite(scores) & np.isfinite(errors).all(axis=1)
+    if finite.all():
+        return ws, scores, errors, contributions
+    keep = np.flatnonzero(finite)
+    return ws.take(keep), scores[keep], errors[keep], contributions[keep]
+
+
 def score_windows(
     bundle: ModelBundle, cid: str, ws: WindowSet, error_columns: tuple[str, ...], initial_count: int = 0, timer: StageTimer | None = None
 ) -> pd.DataFrame:
-    """One row per window with score, threshold, anomaly flag, run length, trigger and explanation."""
+    """One row per window with a finite score: threshold, anomaly flag, run length, trigger and explanation."""
     with timer.stage("inference") if timer else nullcontext():
         scores, errors, contributions = score_in_chunks(bundle, cid, ws)
+    ws, scores, errors, contributions = finite_only(ws, scores, errors, contributions)
     threshold = bundle.threshold_for(cid)
     anomalous = scores > threshold
     counts = consecutive_counts(anomalous, ws.breaks, initial_count)
