@@ -74,6 +74,9 @@ class DataSettings:
     max_gap_factor: float = 1.5
     missing_value_rule: str = "skip"
     lateness_allowance_s: float = 3600.0
+    future_tolerance_s: float = 300.0  # rows stamped later than now + this are held back until their time comes
+    max_abs_value: float = 1e15  # a reading beyond this magnitude is out_of_range (float32-max markers, say)
+    value_ranges: tuple[tuple[str, float, float], ...] = ()  # (signal, low, high): the physical range of a signal
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,9 @@ def _build_section(cls: type, values: Mapping[str, Any], section: str) -> Any:
     converted = {}
     for name, value in values.items():
         default = getattr(cls(), name)
-        if isinstance(default, tuple):
+        if name == "value_ranges":
+            value = _value_ranges(value, section)
+        elif isinstance(default, tuple):
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                 raise SettingsError(f"[{section}] {name} must be a list of strings")
             value = tuple(value)
@@ -211,6 +216,19 @@ def _build_section(cls: type, values: Mapping[str, Any], section: str) -> Any:
     return cls(**converted)
 
 
+def _value_ranges(value: Any, section: str) -> tuple[tuple[str, float, float], ...]:
+    """`{signal = [low, high], ...}` from TOML as ((signal, low, high), ...), sorted by signal."""
+    if not isinstance(value, dict):
+        raise SettingsError(f"[{section}] value_ranges must be a table: {{ signal = [low, high], ... }}")
+    ranges = []
+    for signal, bounds in sorted(value.items()):
+        numbers = isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+        if not numbers or not float(bounds[0]) < float(bounds[1]):
+            raise SettingsError(f"[{section}] value_ranges.{signal} must be [low, high] with low < high, got {bounds!r}")
+        ranges.append((signal, float(bounds[0]), float(bounds[1])))
+    return tuple(ranges)
+
+
 def validate(settings: Settings) -> Settings:
     """Check ranges and choices; return the settings unchanged or raise SettingsError."""
     data, det = settings.data, settings.detection
@@ -222,6 +240,13 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError("[data] features contains duplicates")
     if data.sampling_interval_s <= 0 or data.max_gap_factor < 1:
         raise SettingsError("[data] sampling_interval_s must be > 0 and max_gap_factor >= 1")
+    if data.future_tolerance_s < 0:
+        raise SettingsError("[data] future_tolerance_s must be >= 0")
+    if not 0 < data.max_abs_value < float("inf"):
+        raise SettingsError("[data] max_abs_value must be a finite number > 0")
+    unknown = sorted({signal for signal, _, _ in data.value_ranges} - set(data.features))
+    if unknown:
+        raise SettingsError(f"[data] value_ranges names signal(s) that are not features: {', '.join(unknown)}")
     if data.missing_value_rule not in MISSING_VALUE_RULES:
         raise SettingsError(f"[data] missing_value_rule must be one of {MISSING_VALUE_RULES}")
     if det.threshold_rule not in THRESHOLD_RULES:

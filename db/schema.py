@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, mysql
 
 from core.settings import Settings
-from db.identifiers import check_identifier, error_column
+from db.identifiers import UnsafeIdentifierError, check_derived, check_identifier, error_column
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,8 @@ EVENTS_VIEW = "anomaly_events"
 
 # Portable types that map to what each database does best.
 Timestamp = sa.DateTime().with_variant(mssql.DATETIME2(), "mssql").with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-Id = sa.Unicode(64)
+# Ids compare byte for byte on MariaDB/MySQL too (their default collations fold case; see db/ids.py).
+Id = sa.Unicode(64).with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb")
 Text = sa.Unicode(1000)
 Score = sa.Double().with_variant(mssql.FLOAT(53), "mssql")
 AlarmStateText = sa.Unicode(100)  # models/alarms.py AlarmState.encode()
@@ -56,6 +57,13 @@ def build_tables(settings: Settings) -> Tables:
     label = [sa.Column(check_identifier(src.label_column, "label column"), sa.SmallInteger)] if src.label_column else []
     ts_col = check_identifier(src.timestamp_column, "timestamp column")
     id_col = check_identifier(src.compressor_column, "compressor column")
+    index_name = f"ix_{check_identifier(src.table, 'source table')}_compressor_time".replace(" ", "_")
+    check_derived({index_name: src.table}, "index")
+    check_derived({error_column(f): f for f in features}, "error column")
+    merged = {error_column(f) for f in features}
+    if len(merged) < len(features):
+        clash = sorted(f for f in features if sum(error_column(g) == error_column(f) for g in features) > 1)
+        raise UnsafeIdentifierError(f"feature columns {', '.join(map(repr, clash))} give the same error column name: rename one")
     source = sa.Table(
         check_identifier(src.table, "source table"),
         metadata,
@@ -63,7 +71,7 @@ def build_tables(settings: Settings) -> Tables:
         sa.Column(id_col, Id, nullable=False),
         *[sa.Column(f, Score) for f in features],
         *label,
-        sa.Index(f"ix_{src.table}_compressor_time".replace(" ", "_"), id_col, ts_col),
+        sa.Index(index_name, id_col, ts_col),
     )
     error_columns = tuple(error_column(f) for f in features)
     detailed = sa.Table(

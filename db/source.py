@@ -13,6 +13,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from core.errors import DataValidationError
 from core.settings import Settings
 from db import pgcopy
+from db.ids import exact_ids
 from db.schema import Tables
 
 
@@ -30,9 +31,43 @@ def check_source_columns(conn: sa.Connection, tables: Tables, settings: Settings
 
 
 def list_compressors(conn: sa.Connection, tables: Tables, settings: Settings) -> list[str]:
-    """Distinct compressor ids in the source table, sorted."""
-    column = tables.source.c[settings.source.compressor_column]
-    return sorted(str(v) for v in conn.execute(sa.select(column).distinct()).scalars())
+    """Distinct compressor ids in the source table, byte for byte, sorted (db/ids.py)."""
+    return exact_ids(conn, tables, settings)
+
+
+class valid_time(FunctionElement):
+    """True where a timestamp column holds a timestamp. NULL never does; on SQLite (typeless columns) a
+    value must also be text that reads as a date and time: other rows are counted (`bad_timestamps`), never read."""
+
+    type = sa.Boolean()
+    name = "valid_time"
+    inherit_cache = True
+
+
+@compiles(valid_time)
+def _not_null(element, compiler, **kw) -> str:
+    return f"({compiler.process(element.clauses, **kw)} IS NOT NULL)"
+
+
+@compiles(valid_time, "sqlite")
+def _sqlite_time_text(element, compiler, **kw) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return f"(typeof({column}) = 'text' AND julianday({column}) IS NOT NULL)"
+
+
+def _of_compressor(tables: Tables, settings: Settings, compressor_id: str) -> sa.ColumnElement:
+    """The rows of one compressor that have a valid timestamp."""
+    src = settings.source
+    return sa.and_(tables.source.c[src.compressor_column] == compressor_id, valid_time(tables.source.c[src.timestamp_column]))
+
+
+def bad_timestamps(conn: sa.Connection, tables: Tables, settings: Settings, compressor_id: str) -> int:
+    """Rows of one compressor whose timestamp is NULL or (SQLite) not a date and time: never read, only counted."""
+    src = settings.source
+    stmt = sa.select(sa.func.count()).select_from(tables.source).where(
+        tables.source.c[src.compressor_column] == compressor_id, sa.not_(valid_time(tables.source.c[src.timestamp_column]))
+    )
+    return int(conn.execute(stmt).scalar_one())
 
 
 def _columns(tables: Tables, settings: Settings, with_label: bool) -> list[sa.Column]:
@@ -56,7 +91,7 @@ def read_rows(
     """Rows of one compressor with after < timestamp <= until, in time order (the first `limit`), fetched in chunks."""
     src = settings.source
     ts = tables.source.c[src.timestamp_column]
-    stmt = sa.select(*_columns(tables, settings, with_label)).where(tables.source.c[src.compressor_column] == compressor_id)
+    stmt = sa.select(*_columns(tables, settings, with_label)).where(_of_compressor(tables, settings, compressor_id))
     if after is not None:
         stmt = stmt.where(ts > after)
     if until is not None:
@@ -120,7 +155,7 @@ def span(
     """(row count, first, last timestamp) of one compressor's rows with after < timestamp <= until."""
     src = settings.source
     ts = tables.source.c[src.timestamp_column]
-    stmt = sa.select(sa.func.count(), sa.func.min(ts), sa.func.max(ts)).where(tables.source.c[src.compressor_column] == compressor_id)
+    stmt = sa.select(sa.func.count(), sa.func.min(ts), sa.func.max(ts)).where(_of_compressor(tables, settings, compressor_id))
     if after is not None:
         stmt = stmt.where(ts > after)
     if until is not None:
@@ -137,7 +172,7 @@ def nth_timestamp_before(
     ts = tables.source.c[src.timestamp_column]
     stmt = (
         sa.select(ts)
-        .where(tables.source.c[src.compressor_column] == compressor_id, ts <= at_or_before)
+        .where(_of_compressor(tables, settings, compressor_id), ts <= at_or_before)
         .group_by(ts)
         .order_by(ts.desc())
         .offset(n - 1)
@@ -171,26 +206,30 @@ def rows_per_day(
     src = settings.source
     ts = tables.source.c[src.timestamp_column]
     day = utc_day(ts)
-    stmt = sa.select(day, sa.func.count()).where(tables.source.c[src.compressor_column] == compressor_id, ts <= until)
+    stmt = sa.select(day, sa.func.count()).where(_of_compressor(tables, settings, compressor_id), ts <= until)
     if since is not None:
         stmt = stmt.where(ts >= since)
     rows = conn.execute(stmt.group_by(day)).all()
     return {pd.Timestamp(d).to_pydatetime(): int(n) for d, n in rows}
 
 
-def count_rows_after(conn: sa.Connection, tables: Tables, settings: Settings, compressor_id: str, after: datetime | None) -> int:
-    """Rows waiting after a checkpoint."""
+def count_rows_after(
+    conn: sa.Connection, tables: Tables, settings: Settings, compressor_id: str, after: datetime | None, until: datetime | None = None
+) -> int:
+    """Rows with after < timestamp <= until (rows waiting after a checkpoint, say)."""
     src = settings.source
-    stmt = sa.select(sa.func.count()).select_from(tables.source).where(tables.source.c[src.compressor_column] == compressor_id)
+    stmt = sa.select(sa.func.count()).select_from(tables.source).where(_of_compressor(tables, settings, compressor_id))
     if after is not None:
         stmt = stmt.where(tables.source.c[src.timestamp_column] > after)
+    if until is not None:
+        stmt = stmt.where(tables.source.c[src.timestamp_column] <= until)
     return int(conn.execute(stmt).scalar_one())
 
 
 def time_bounds(conn: sa.Connection, tables: Tables, settings: Settings) -> tuple[datetime | None, datetime | None]:
     """Earliest and latest timestamp in the source table."""
     ts = tables.source.c[settings.source.timestamp_column]
-    low, high = conn.execute(sa.select(sa.func.min(ts), sa.func.max(ts))).one()
+    low, high = conn.execute(sa.select(sa.func.min(ts), sa.func.max(ts)).where(valid_time(ts))).one()
     return low, high
 
 

@@ -31,7 +31,7 @@ from db.source import check_source_columns, list_compressors, nth_timestamp_befo
 from evaluation.metrics import auroc, average_precision, event_report, point_metrics, precision_at_k
 from models.artifacts import ModelBundle
 from pipeline.scoring import score_windows
-from pipeline.validate import validate_rows
+from pipeline.validate import validate_rows, value_limits
 from pipeline.windows import build_windows
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def score_compressor(
     first = nth_timestamp_before(conn, tables, settings, cid, before, 2 * bundle.window)
     frame = read_rows(conn, tables, settings, cid, after=None if first is None else first - _EPSILON, until=end, with_label=True)
     ts = settings.source.timestamp_column
-    clean = validate_rows(frame, ts, bundle.features, settings.data.missing_value_rule, bundle.window)
+    clean = validate_rows(frame, ts, bundle.features, settings.data.missing_value_rule, bundle.window, value_limits(settings.data, bundle.features))
     windows = build_windows(clean.values, clean.times, bundle.window, settings.max_gap_s).after(np.datetime64(before, "ns"))
     row_labels = _row_labels(frame, ts, label, clean.times)
     in_range = clean.times >= np.datetime64(start, "ns")

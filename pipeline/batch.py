@@ -18,7 +18,9 @@ How a batch stays exactly-once:
   the earliest one on. A late row there that merely changes an already scored window (a duplicate
   timestamp, or one between two existing rows) is picked up by a backfill only;
 - late rows beyond the allowance (at or before C - A) are found by counting (pipeline/lateness.py),
-  reported with the backfill that scores them, and never scored by a live batch.
+  reported with the backfill that scores them, and never scored by a live batch;
+- rows stamped after the horizon (now + `data.future_tolerance_s`) are neither read nor scored and
+  never move the checkpoint: they are counted (`future_timestamp`) and scored once their time comes.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from core.errors import DataValidationError
+from core.timerange import SUPPORTED_END
 from core.settings import Settings
 from db.results import (
     Checkpoint,
@@ -46,13 +49,13 @@ from db.results import (
     utcnow,
 )
 from db.schema import Tables
-from db.source import nth_timestamp_before, read_rows, span
+from db.source import bad_timestamps, count_rows_after, nth_timestamp_before, read_rows, span
 from models.alarms import AlarmState
 from models.artifacts import ModelBundle
 from pipeline import lateness
 from pipeline.scoring import score_windows
 from pipeline.timing import StageTimer
-from pipeline.validate import CleanRows, validate_rows
+from pipeline.validate import CleanRows, validate_rows, value_limits
 from pipeline.windows import WindowSet, build_windows, segment_starts
 from scheduler import faults
 
@@ -122,6 +125,25 @@ def write_summary(conn: sa.Connection, tables: Tables, outcome: BatchOutcome, ba
     conn.execute(sa.insert(tables.summary).values(**outcome.summary_row(batch_id)))
 
 
+def horizon(settings: Settings) -> datetime:
+    """now + the future tolerance: rows stamped later are held back."""
+    return min(utcnow() + timedelta(seconds=settings.data.future_tolerance_s), SUPPORTED_END)
+
+
+def _hold_back_future(conn: sa.Connection, tables: Tables, settings: Settings, outcome: BatchOutcome, edge: datetime, until: datetime | None) -> None:
+    """Count the rows stamped after `edge` (up to `until`): not scored now, reported with a warning."""
+    with outcome.timer.stage("reading"):
+        future = count_rows_after(conn, tables, settings, outcome.compressor_id, edge, until)
+    if future:
+        outcome.reasons["future_timestamp"] = future
+        note = (
+            f"compressor {outcome.compressor_id}: {future} rows stamped after {edge:%Y-%m-%dT%H:%M:%S} "
+            f"(now + {settings.data.future_tolerance_s:g} s) held back, scored once their time comes"
+        )
+        outcome.message = f"{outcome.message}; {note}" if outcome.message else note
+        log.warning(note)
+
+
 def _to_datetime(value: np.datetime64) -> datetime:
     return pd.Timestamp(value).to_pydatetime()
 
@@ -131,7 +153,8 @@ def _as_datetime64(values) -> np.ndarray:
 
 
 def _validate(frame: pd.DataFrame, settings: Settings, bundle: ModelBundle) -> CleanRows:
-    return validate_rows(frame, settings.source.timestamp_column, bundle.features, settings.data.missing_value_rule, bundle.window)
+    limits = value_limits(settings.data, bundle.features)
+    return validate_rows(frame, settings.source.timestamp_column, bundle.features, settings.data.missing_value_rule, bundle.window, limits)
 
 
 def _enough_context(raw_times: np.ndarray, clean_times: np.ndarray, lower: datetime, window: int, impute: bool) -> bool:
@@ -186,6 +209,16 @@ def _count_fresh(outcome: BatchOutcome, frame: pd.DataFrame, clean: CleanRows, a
     outcome.gaps = int(starts.sum())
 
 
+def _count_bad_timestamps(conn: sa.Connection, tables: Tables, settings: Settings, outcome: BatchOutcome) -> None:
+    """Rows with a NULL or unreadable timestamp (never read): rejected, reported by every batch that scores while they remain."""
+    with outcome.timer.stage("reading"):
+        bad = bad_timestamps(conn, tables, settings, outcome.compressor_id)
+    if bad:
+        outcome.reasons["bad_timestamp"] += bad
+        outcome.rows_rejected += bad
+        log.warning("compressor %s: %d rows with a missing or unreadable timestamp are not scored; fix or delete them", outcome.compressor_id, bad)
+
+
 def _score_and_write(
     conn: sa.Connection,
     tables: Tables,
@@ -202,6 +235,10 @@ def _score_and_write(
     with outcome.timer.stage("scoring"):
         scored = score_windows(bundle, cid, windows.take(slice(first, None)), tables.error_columns, initial, outcome.timer)
     faults.hit("infer", conn)
+    unscorable = len(windows) - first - len(scored)
+    if unscorable:
+        outcome.reasons["non_finite_score"] = unscorable
+        log.warning("compressor %s: %d windows gave a non-finite score (overflow) and were not stored", cid, unscorable)
     outcome.windows_scored = len(scored)
     outcome.anomaly_points = int(scored["is_anomaly"].sum())
     outcome.triggered_events = int(scored["triggered"].sum())
@@ -284,8 +321,9 @@ def live_batch(
     checkpoint = read_checkpoint(conn, tables, cid)
     live_start = _initial_checkpoint(bundle)
     after = checkpoint.last_timestamp or live_start
+    edge = horizon(settings)
     with outcome.timer.stage("reading"):
-        outcome.rows_read, first_new, last_new = span(conn, tables, settings, cid, after)
+        outcome.rows_read, first_new, last_new = span(conn, tables, settings, cid, after, edge)
     if 0 < outcome.rows_read < min_records:
         outcome.status, outcome.message = "waiting", f"{outcome.rows_read} new rows < min_records {min_records}"
         return outcome
@@ -297,10 +335,11 @@ def live_batch(
     if cid not in bundle.thresholds:
         return _skip_unknown(conn, tables, outcome, bundle, batch_id)
     counts = _count_rows(conn, tables, settings, bundle, outcome, end, live_start)
+    _hold_back_future(conn, tables, settings, outcome, max(edge, after) if after else edge, None)
     band = _band_start(settings, checkpoint, live_start)
     if outcome.rows_read == 0 and band is None:
         return _finish_unscored(conn, tables, outcome, counts, batch_id)
-    frame, clean, windows = _load(conn, tables, settings, bundle, cid, band or after, None, outcome.timer)
+    frame, clean, windows = _load(conn, tables, settings, bundle, cid, band or after, edge, outcome.timer)
     faults.hit("read", conn)
     ends = windows.end_times
     first = int(np.searchsorted(ends, np.datetime64(after, "ns"), side="right")) if after else 0
@@ -313,6 +352,7 @@ def live_batch(
     if outcome.rows_read == 0 and first == len(ends):
         return _finish_unscored(conn, tables, outcome, counts, batch_id)
     _count_fresh(outcome, frame, clean, after, settings, bundle)
+    _count_bad_timestamps(conn, tables, settings, outcome)
     replace = (_to_datetime(ends[first]), _to_datetime(ends[-1])) if first < len(ends) else None
     scored = _score_and_write(conn, tables, bundle, outcome, windows, first, initial, replace, batch_id)
     save_checkpoint(conn, tables, _advanced(checkpoint, scored, cid, end, bundle))
@@ -339,10 +379,16 @@ def backfill_batch(
     """
     outcome = BatchOutcome(cid, "backfill", model_version=bundle.version, range_start=start, range_end=end)
     before = start - _EPSILON
+    edge = horizon(settings)
+    if end > edge:
+        _hold_back_future(conn, tables, settings, outcome, max(edge, before), end)
+        end = max(edge, before)
     with outcome.timer.stage("reading"):
         outcome.rows_read, _, data_end = span(conn, tables, settings, cid, before, end)
     if outcome.rows_read == 0:
         outcome.status = "no_new_data"
+        if outcome.reasons:
+            write_summary(conn, tables, outcome, batch_id)
         return outcome
     if cid not in bundle.thresholds:
         return _skip_unknown(conn, tables, outcome, bundle, batch_id)
@@ -352,6 +398,7 @@ def backfill_batch(
     first = int(np.searchsorted(ends, np.datetime64(before, "ns"), side="right"))
     initial = _stored_state(conn, tables, cid, bundle, ends, first)
     _count_fresh(outcome, frame, clean, before, settings, bundle)
+    _count_bad_timestamps(conn, tables, settings, outcome)
     scored = _score_and_write(conn, tables, bundle, outcome, windows, first, initial, (start, end), batch_id)
     if advance_checkpoint:
         current = read_checkpoint(conn, tables, cid)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from core.errors import DataValidationError
 from core.settings import Settings
+from core.timerange import RANGE_TEXT, in_range
 from db.schema import Tables, create_all
 from db.source import write_telemetry
 
@@ -65,8 +66,24 @@ def _read(path: Path, sep: str) -> pd.DataFrame:
         raise DataValidationError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     if frame.empty:
         raise DataValidationError(f"{path}: no data rows below the header")
+    _check_row_widths(path, sep, len(frame.columns))
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def _check_row_widths(path: Path, sep: str, width: int) -> None:
+    """Every non-blank row has as many fields as the header (a short row is not padded with empty cells)."""
+    if len(sep) != 1:
+        return  # a multi-character separator is a pattern: pandas already refuses rows it cannot split
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=sep)
+        next(reader, None)
+        try:
+            for row in reader:
+                if row and len(row) < width:
+                    raise DataValidationError(f"{path}: line {reader.line_num}: {len(row)} field(s), the header has {width}")
+        except csv.Error as exc:
+            raise DataValidationError(f"{path}: line {reader.line_num}: not a readable CSV row ({exc})") from None
 
 
 def _check_columns(path: Path, frame: pd.DataFrame, mapping: CsvMapping, features: tuple[str, ...], sep: str) -> None:
@@ -84,7 +101,14 @@ def _timestamps(path: Path, text: pd.Series, column: str) -> pd.Series:
         raise DataValidationError(
             f"{path}: column {column!r}, line {_line(bad[0])}: {text.iloc[bad[0]]!r} is not an ISO 8601 timestamp ({len(bad)} such row(s))"
         )
-    return parsed.dt.tz_localize(None).astype("datetime64[us]")
+    naive = parsed.dt.tz_localize(None)
+    outside = np.flatnonzero(~in_range(naive))
+    if len(outside):
+        raise DataValidationError(
+            f"{path}: column {column!r}, line {_line(outside[0])}: {text.iloc[outside[0]]!r} is outside the supported range {RANGE_TEXT} "
+            f"({len(outside)} such row(s))"
+        )
+    return naive.astype("datetime64[us]")
 
 
 def _numbers(path: Path, text: pd.Series, column: str) -> np.ndarray:
@@ -135,27 +159,51 @@ def parse_csv(path: Path, settings: Settings, mapping: CsvMapping) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def _check_table(engine: sa.Engine, tables: Tables, columns: list[str]) -> None:
-    """Create the source table when missing; otherwise it must have every column to be written."""
+def _drop(engine: sa.Engine, created: list[sa.Table]) -> None:
+    """Drop tables this import created (MariaDB and MySQL cannot roll DDL back)."""
+    for table in reversed(created):
+        table.drop(engine, checkfirst=True)
+    if created:
+        log.info("import-csv: dropped the table(s) it had created: %s", ", ".join(t.name for t in created))
+
+
+def _check_table(engine: sa.Engine, tables: Tables, columns: list[str]) -> list[sa.Table]:
+    """Create the source table when missing (returns the tables created); otherwise it must have every column to be written.
+
+    A creation that fails half way (a table without its index, say) drops what it made.
+    """
     with engine.connect() as conn:
         inspector = sa.inspect(conn)
-        exists = inspector.has_table(tables.source.name)
+        before = set(inspector.get_table_names())
+        exists = tables.source.name in before
         present = {c["name"].lower() for c in inspector.get_columns(tables.source.name)} if exists else set()
     if not exists:
-        create_all(engine, tables)
+        wanted = [tables.source, *tables.result_tables]
+        try:
+            create_all(engine, tables)
+        except sa.exc.SQLAlchemyError:
+            with engine.connect() as conn:
+                now = set(sa.inspect(conn).get_table_names())
+            _drop(engine, [t for t in wanted if t.name in now - before])
+            raise
         log.info("import-csv: created table %s", tables.source.name)
-        return
+        return [t for t in wanted if t.name not in before]
     missing = [c for c in columns if c.lower() not in present]
     if missing:
         raise DataValidationError(f"source table {tables.source.name!r} lacks column(s): {', '.join(missing)}; nothing loaded")
+    return []
 
 
 def import_csv(engine: sa.Engine, tables: Tables, settings: Settings, path: Path, mapping: CsvMapping) -> int:
     """Check the whole file, then append its rows in one transaction; returns the rows loaded."""
     started = time.perf_counter()
     frame = parse_csv(path, settings, mapping)
-    _check_table(engine, tables, list(frame.columns))
-    written = write_telemetry(engine, tables, frame)
+    created = _check_table(engine, tables, list(frame.columns))
+    try:
+        written = write_telemetry(engine, tables, frame)
+    except sa.exc.SQLAlchemyError:
+        _drop(engine, created)
+        raise
     compressors = frame[settings.source.compressor_column].nunique()
     log.info("import-csv: loaded %d rows (%d compressors) from %s into %s in %.2f s", written, compressors, path, tables.source.name, time.perf_counter() - started)
     return written

@@ -34,6 +34,18 @@ def score_in_chunks(bundle: ModelBundle, cid: str, ws: WindowSet) -> tuple[np.nd
     return scores, errors, contributions
 
 
+def finite_only(ws: WindowSet, scores: np.ndarray, errors: np.ndarray, contributions: np.ndarray):
+    """Drop the windows whose score or per-feature errors are not finite (overflowed); a dropped window is a break.
+
+    No NaN or infinite score is ever returned: the caller counts the windows that are missing.
+    """
+    finite = np.isfinite(scores) & np.isfinite(errors).all(axis=1)
+    if finite.all():
+        return ws, scores, errors, contributions
+    keep = np.flatnonzero(finite)
+    return ws.take(keep), scores[keep], errors[keep], contributions[keep]
+
+
 def score_windows(
     bundle: ModelBundle,
     cid: str,
@@ -42,13 +54,14 @@ def score_windows(
     initial: AlarmState | None = None,
     timer: StageTimer | None = None,
 ) -> pd.DataFrame:
-    """One row per window with score, threshold, anomaly flag, run length, alarm episode and explanation.
+    """One row per window with a finite score: threshold, anomaly flag, run length, alarm episode and explanation.
 
     `initial` is the alarm state after the window before the first one (carried across batches);
     `triggered` is True where an alert episode opens, `in_alert` while one is open.
     """
     with timer.stage("inference") if timer else nullcontext():
         scores, errors, contributions = score_in_chunks(bundle, cid, ws)
+    ws, scores, errors, contributions = finite_only(ws, scores, errors, contributions)
     threshold = bundle.threshold_for(cid)
     trace = bundle.alarm.apply(scores, threshold, ws.breaks, initial)
     anomalous = trace.is_anomaly

@@ -25,14 +25,13 @@ log = logging.getLogger("compressor_ad")
 
 
 def iso_datetime(text: str) -> datetime:
-    """Parse an ISO date/time into naive UTC."""
+    """Parse an ISO date/time into naive UTC, inside the supported range (core/timerange.py)."""
+    from core.timerange import parse_timestamp
+
     try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date/time: {text!r} (e.g. 2026-01-31 or 2026-01-31T12:00)") from None
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value
+        return parse_timestamp(text, "date/time")
+    except PipelineError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _engine(settings: Settings):

@@ -16,9 +16,11 @@ import sqlalchemy as sa
 
 from core.errors import PipelineError
 from core.settings import Settings
+from core.timerange import check_timestamp
 from db.engine import safe_url
 from db.results import utcnow
 from db.schema import Tables, build_tables, create_all
+from db.ids import colliding_ids
 from db.source import check_source_columns, list_compressors
 from models.artifacts import ModelBundle, load_for_settings
 from pipeline.batch import BatchOutcome, backfill_batch, live_batch, write_summary
@@ -107,6 +109,24 @@ class Runner:
 
         return self._retry(fetch, "listing compressors")
 
+    def _refuse_colliding(self, compressors: list[str], mode: str, report: "RunReport") -> list[str]:
+        """The compressors without the ids the database cannot tell apart, each of those a failure naming the others."""
+
+        def check():
+            with self.engine.connect() as conn:
+                return colliding_ids(conn, self.tables, self.settings, compressors)
+
+        refused = self._retry(check, "checking compressor ids")
+        for cid, others in refused.items():
+            alike = ", ".join(repr(o) for o in others) or "another id"
+            reason = (
+                f"compressor id {cid!r} is equal to {alike} under the database's collation, so their rows and results would be merged: "
+                "rename one in the source table (or give its id column a binary collation); not scored"
+            )
+            report.failed.append(cid)
+            self._fail(cid, mode, report.batch_id, PipelineError(reason))
+        return [cid for cid in compressors if cid not in refused]
+
     def _take_lease(self, cid: str, mode: str) -> bool:
         """Live runs skip a compressor another scheduler holds; a backfill waits up to one lease period."""
         cfg = self.settings.scheduler
@@ -175,13 +195,13 @@ class Runner:
         started = time.perf_counter()
         report = RunReport(new_batch_id())
         self.prepare()
-        compressors = self.compressors(only)
+        compressors = self._refuse_colliding(self.compressors(only), mode, report)
         workers = max(1, min(self.parallelism(), len(compressors)))
         log.info(
             "%s run %s: %d compressors on %s, model %s, %d at a time",
             mode, report.batch_id, len(compressors), safe_url(self.engine.url), self.bundle.version, workers,
         )
-        abort = threading.Event()  # stop requested, the database is gone, or a compressor hit an unexpected error
+        abort = threading.Event()  # stop requested, or the database is gone (one compressor's own failure stops no other)
 
         def process(position: int, cid: str) -> BatchOutcome | None:
             if self.stop and not abort.is_set():
@@ -197,8 +217,9 @@ class Runner:
             except Exception as exc:
                 report.failed.append(cid)
                 if not is_transient(exc):
-                    abort.set()
-                    raise
+                    log.error("compressor %s failed, the others go on: %s", cid, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    log.debug("compressor %s failed", cid, exc_info=True)
+                    return None
                 if not abort.is_set():
                     abort.set()
                     log.error("database unreachable after retries; ending the run: %s", str(exc).splitlines()[0])
@@ -231,6 +252,7 @@ class Runner:
 
     def backfill(self, start: datetime, end: datetime, only: list[str] | None = None, advance_checkpoint: bool = False) -> RunReport:
         """(Re)score a date range for every compressor; idempotent."""
+        start, end = check_timestamp(start, "backfill start"), check_timestamp(end, "backfill end")
         if end < start:
             raise PipelineError(f"backfill end {end} is before its start {start}")
 

@@ -326,3 +326,17 @@ def test_tls(trained_fleet, loaded_bundle, tmp_path):
         assert httpx.get(f"{url}/metrics", headers=auth(), verify=trusted, timeout=30).status_code == 200
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/health", timeout=30)  # an unknown certificate is refused by default
+
+
+@pytest.mark.parametrize("value", [1e20, 1e39, 1e300, -1e16])
+def test_extreme_readings_are_422_never_a_null_score(trained_fleet, loaded_bundle, raw_windows, tmp_path, value):
+    from service.app import create_app
+
+    app = create_app(trained_fleet["settings"].replace(db_url=f"sqlite:///{tmp_path / 'x.sqlite'}"), loaded_bundle, api_key=None)
+    body = {"compressor_id": CID, "windows": as_json(raw_windows[:2], loaded_bundle.features)}
+    signal = loaded_bundle.features[1]
+    body["windows"][1][signal][7] = value
+    with running(app) as url:
+        response = httpx.post(f"{url}/score", json=body, timeout=30)
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(f"windows[1].{signal}[7]: {value:g} is outside the range")

@@ -5,7 +5,7 @@
 
 CREATE TABLE compressor_telemetry (
 	timestamp DATETIME(6) NOT NULL,
-	compressor_id VARCHAR(64) NOT NULL,
+	compressor_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
 	filter_dp DOUBLE,
 	seal_gas_flow DOUBLE,
 	seal_gas_diff_pressure DOUBLE,
@@ -29,7 +29,7 @@ CREATE INDEX ix_compressor_telemetry_compressor_time ON compressor_telemetry (co
 CREATE TABLE lstm_predictions_detailed (
 	id BIGINT NOT NULL AUTO_INCREMENT,
 	batch_id VARCHAR(40) NOT NULL,
-	compressor_id VARCHAR(64) NOT NULL,
+	compressor_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
 	window_end DATETIME(6) NOT NULL,
 	model_version VARCHAR(40) NOT NULL,
 	score DOUBLE NOT NULL,
@@ -65,7 +65,7 @@ CREATE INDEX ix_detailed_compressor_time ON lstm_predictions_detailed (compresso
 CREATE TABLE lstm_batch_summary (
 	id BIGINT NOT NULL AUTO_INCREMENT,
 	batch_id VARCHAR(40) NOT NULL,
-	compressor_id VARCHAR(64) NOT NULL,
+	compressor_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
 	mode VARCHAR(16) NOT NULL,
 	range_start DATETIME(6),
 	range_end DATETIME(6),
@@ -88,7 +88,7 @@ CREATE INDEX ix_summary_compressor_time ON lstm_batch_summary (compressor_id, st
 
 CREATE TABLE anomaly_detection_results (
 	id BIGINT NOT NULL AUTO_INCREMENT,
-	compressor_id VARCHAR(64) NOT NULL,
+	compressor_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
 	timestamp DATETIME(6) NOT NULL,
 	model_version VARCHAR(40) NOT NULL,
 	score DOUBLE NOT NULL,
@@ -98,7 +98,7 @@ CREATE TABLE anomaly_detection_results (
 );
 
 CREATE TABLE lstm_scheduler_checkpoint (
-	compressor_id VARCHAR(64) NOT NULL,
+	compressor_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
 	last_timestamp DATETIME(6),
 	consecutive_count INTEGER NOT NULL,
 	alarm_state VARCHAR(100),
@@ -110,7 +110,7 @@ CREATE TABLE lstm_scheduler_checkpoint (
 );
 
 CREATE TABLE lstm_source_day_counts (
-	compressor_id VARCHAR(64) NOT NULL,
+	compressor_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
 	day_start DATETIME(6) NOT NULL,
 	row_count INTEGER NOT NULL,
 	counted_through DATETIME(6) NOT NULL,
