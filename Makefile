@@ -10,7 +10,8 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 # The ODBC driver manager (and FreeTDS) lets pyodbc import and talk to SQL Server;
-# installed when running as root on Debian/Ubuntu and missing, skipped otherwise.
+# systemd-analyze checks the units' sandbox; both installed when running as root on Debian/Ubuntu
+# and missing, skipped otherwise.
 system-deps:
 	@if ! ldconfig -p 2>/dev/null | grep -q libodbc.so.2; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
@@ -19,6 +20,12 @@ system-deps:
 	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq unixodbc tdsodbc >/dev/null 2>&1)) || \
 	     echo "warning: could not install unixodbc/tdsodbc; SQL Server support unavailable"; \
 	  else echo "note: libodbc not found; install unixodbc for SQL Server support"; fi; \
+	fi
+	@if ! command -v systemd-analyze >/dev/null; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "installing systemd (systemd-analyze checks the units' sandbox)"; \
+	    apt-get install -y -qq systemd >/dev/null 2>&1 || echo "warning: could not install systemd; the sandbox check is skipped"; \
+	  else echo "note: systemd-analyze not found; the units' sandbox check is skipped"; fi; \
 	fi
 
 $(STAMP): requirements.txt requirements-dev.txt

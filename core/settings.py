@@ -7,11 +7,16 @@ Environment variables:
     COMPRESSOR_AD_MODEL_DIR         model directory (versions live under it)
     COMPRESSOR_AD_CONFIG            TOML file to read when --config is not given
     COMPRESSOR_AD_OPCUA_PASSWORD    OPC UA user password (the variable is named by [opcua] password_env)
+
+Relative paths: the defaults (database file, model directory) are under PROJECT_ROOT, paths in a
+TOML file are relative to that file's directory, and paths from the environment or the command
+line are taken as given (relative to the working directory). Numeric settings lie in RANGES.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +44,8 @@ PROCESS_SIGNALS = (
 )
 DEFAULT_FEATURES = DRY_GAS_SEAL_SIGNALS + PROCESS_SIGNALS
 DEFAULT_DB_URL = "sqlite:///var/compressor_ad.sqlite"
+DEFAULT_MODEL_DIR = Path("var/models")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD_RULES = ("false_alarm_rate", "mean_std", "alarm_budget")
 ALARM_RULES = ("consecutive", "k_of_n", "cusum")
 MAX_ALARM_WINDOWS = 128  # the k_of_n history is kept as a bit mask of the last n windows
@@ -163,7 +170,7 @@ class Settings:
     """All settings of the pipeline."""
 
     db_url: str = DEFAULT_DB_URL
-    model_dir: Path = Path("var/models")
+    model_dir: Path = DEFAULT_MODEL_DIR
     source: SourceSettings = field(default_factory=SourceSettings)
     data: DataSettings = field(default_factory=DataSettings)
     detection: DetectionSettings = field(default_factory=DetectionSettings)
@@ -229,21 +236,56 @@ def _value_ranges(value: Any, section: str) -> tuple[tuple[str, float, float], .
     return tuple(ranges)
 
 
+# (section, setting): (lowest, highest, lowest allowed itself); the highest is always allowed.
+RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
+    ("data", "sampling_interval_s"): (0, 86_400, False),
+    ("data", "window"): (2, 10_000, True),
+    ("data", "max_gap_factor"): (1, 1_000, True),
+    ("data", "lateness_allowance_s"): (0, 366 * 86_400, True),
+    ("data", "future_tolerance_s"): (0, 366 * 86_400, True),
+    ("data", "max_abs_value"): (0, 1e300, False),
+    ("detection", "threshold_k"): (0, 100, False),
+    ("detection", "alarm_budget_per_hour"): (0, 3_600, False),
+    ("detection", "consecutive_trigger"): (1, MAX_ALARM_WINDOWS, True),
+    ("detection", "false_alarm_rate"): (0, 0.5, False),
+    ("detection", "alarm_n"): (1, MAX_ALARM_WINDOWS, True),
+    ("detection", "alarm_k"): (1, MAX_ALARM_WINDOWS, True),
+    ("detection", "cusum_h"): (0, 1_000, False),
+    ("detection", "quiet_windows"): (0, 100_000, True),
+    ("training", "epochs"): (1, 100_000, True),
+    ("training", "batch_size"): (1, 1_000_000, True),
+    ("training", "learning_rate"): (0, 1, False),
+    ("training", "patience"): (0, 100_000, True),
+    ("training", "window_stride"): (1, 100_000, True),
+    ("training", "seed"): (0, 2**32 - 1, True),
+    ("training", "max_windows_per_compressor"): (1, 10**9, True),
+    ("training", "calibration_fraction"): (0.05, 0.5, True),
+    ("training", "calibration_folds"): (2, 20, True),
+    ("scheduler", "min_records"): (0, 10**9, True),
+    ("scheduler", "lease_seconds"): (1, 7 * 86_400, True),
+    ("scheduler", "retry_attempts"): (1, 100, True),
+    ("scheduler", "retry_base_delay_s"): (0, 600, True),
+    ("scheduler", "read_chunk_rows"): (1, 10**8, True),
+    ("scheduler", "parallel_compressors"): (0, 256, True),
+}
+
+
+def _check_ranges(settings: Settings) -> None:
+    for (section, name), (low, high, low_allowed) in RANGES.items():
+        value = getattr(getattr(settings, section), name)
+        if not (low <= value if low_allowed else low < value) or not value <= high:
+            bound = "[" if low_allowed else "("
+            raise SettingsError(f"[{section}] {name} = {value!r} is out of range: must be in {bound}{low}, {high}]")
+
+
 def validate(settings: Settings) -> Settings:
     """Check ranges and choices; return the settings unchanged or raise SettingsError."""
+    _check_ranges(settings)
     data, det = settings.data, settings.detection
-    if data.window < 2:
-        raise SettingsError("[data] window must be at least 2")
     if not data.features:
         raise SettingsError("[data] features must not be empty")
     if len(set(data.features)) != len(data.features):
         raise SettingsError("[data] features contains duplicates")
-    if data.sampling_interval_s <= 0 or data.max_gap_factor < 1:
-        raise SettingsError("[data] sampling_interval_s must be > 0 and max_gap_factor >= 1")
-    if data.future_tolerance_s < 0:
-        raise SettingsError("[data] future_tolerance_s must be >= 0")
-    if not 0 < data.max_abs_value < float("inf"):
-        raise SettingsError("[data] max_abs_value must be a finite number > 0")
     unknown = sorted({signal for signal, _, _ in data.value_ranges} - set(data.features))
     if unknown:
         raise SettingsError(f"[data] value_ranges names signal(s) that are not features: {', '.join(unknown)}")
@@ -253,22 +295,10 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"[detection] threshold_rule must be one of {THRESHOLD_RULES}")
     if det.score not in SCORE_METHODS:
         raise SettingsError(f"[detection] score must be one of {SCORE_METHODS}")
-    if det.consecutive_trigger < 1:
-        raise SettingsError("[detection] consecutive_trigger must be at least 1")
     if det.alarm_rule not in ALARM_RULES:
         raise SettingsError(f"[detection] alarm_rule must be one of {ALARM_RULES}")
-    if not 0 < det.false_alarm_rate < 0.5:
-        raise SettingsError("[detection] false_alarm_rate must be in (0, 0.5)")
-    if not 1 <= det.alarm_k <= det.alarm_n <= MAX_ALARM_WINDOWS or det.consecutive_trigger > MAX_ALARM_WINDOWS:
-        raise SettingsError(
-            f"[detection] need 1 <= alarm_k <= alarm_n <= {MAX_ALARM_WINDOWS} and consecutive_trigger <= {MAX_ALARM_WINDOWS}"
-        )
-    if det.cusum_h <= 0 or det.quiet_windows < 0:
-        raise SettingsError("[detection] cusum_h must be > 0 and quiet_windows >= 0")
-    if not 0.05 <= settings.training.calibration_fraction <= 0.5 or settings.training.calibration_folds < 2:
-        raise SettingsError("[training] calibration_fraction must be in [0.05, 0.5] and calibration_folds >= 2")
-    if settings.scheduler.parallel_compressors < 0:
-        raise SettingsError("[scheduler] parallel_compressors must be >= 0 (0 = automatic)")
+    if det.alarm_k > det.alarm_n:
+        raise SettingsError(f"[detection] alarm_k = {det.alarm_k} must not exceed alarm_n = {det.alarm_n}")
     _validate_opcua(settings)
     return settings
 
@@ -330,6 +360,19 @@ def _build_opcua(values: Mapping[str, Any]) -> OpcUaSettings:
     return dataclasses.replace(section, nodes={str(cid): dict(signals) for cid, signals in nodes.items()})
 
 
+_SQLITE_PREFIX = "sqlite:///"
+
+
+def _under(base: Path, url: str) -> str:
+    """A SQLite URL's relative file path resolved under `base`; other URLs unchanged."""
+    if not url.startswith(_SQLITE_PREFIX):
+        return url
+    rest = url[len(_SQLITE_PREFIX):]
+    if not rest or rest.startswith(("/", ":memory:", "?")) or re.match(r"[A-Za-z]:[\\/]", rest):
+        return url
+    return _SQLITE_PREFIX + (base / rest).as_posix()
+
+
 def load_settings(
     config_file: str | os.PathLike | None = None,
     env: Mapping[str, str] | None = None,
@@ -347,7 +390,8 @@ def load_settings(
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
-    top: dict[str, Any] = {}
+    base = Path(config_file).resolve().parent if config_file else PROJECT_ROOT
+    top: dict[str, Any] = {"db_url": _under(PROJECT_ROOT, DEFAULT_DB_URL), "model_dir": PROJECT_ROOT / DEFAULT_MODEL_DIR}
     for key, value in raw.items():
         if key in _SECTIONS:
             if not isinstance(value, dict):
@@ -356,11 +400,11 @@ def load_settings(
         elif key == "database":
             if not isinstance(value, dict) or not isinstance(value.get("url", ""), str) or set(value) - {"url"}:
                 raise SettingsError('[database] must be a table with one string key: url = "..."')
-            top["db_url"] = value.get("url", DEFAULT_DB_URL)
+            top["db_url"] = _under(base, value.get("url", DEFAULT_DB_URL))
         elif key == "model_dir":
             if not isinstance(value, str):
                 raise SettingsError(f"model_dir must be a string, got {value!r}")
-            top["model_dir"] = Path(value)
+            top["model_dir"] = base / value
         elif key == "opcua":
             if not isinstance(value, dict):
                 raise SettingsError("[opcua] must be a table")

@@ -1,14 +1,21 @@
 """Model versions on disk: one directory per version, JSON metadata with SHA-256 of every file.
 
     MODEL_DIR/
-      versions/<version>/model.keras, detector.json, metadata.json
+      versions/<version>/model.keras, detector.json, metadata.json, metadata.sha256
       current.json            -> {"version": "..."}   (written atomically by `models promote`)
+
+Invariants of a version that loads or is promoted: its name matches VERSION_PATTERN; its directory
+resolves to a direct child of MODEL_DIR/versions (no `..`, no link out) and is the directory that is
+checked and loaded; metadata.sha256 holds the SHA-256 of metadata.json (thresholds, trigger and
+features are covered); metadata.json names its own directory as `version` and lists every other
+file of the directory with its SHA-256, and each file matches.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -17,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ModelArtifactError, UnknownCompressorError
+from core.logs import printable
 from core.settings import Settings
 from models.alarms import AlarmRule
 
 METADATA_FILE = "metadata.json"
+METADATA_HASH_FILE = "metadata.sha256"
 CURRENT_FILE = "current.json"
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def _detector_classes() -> dict[str, Any]:
@@ -69,6 +79,25 @@ class ModelBundle:
         return self.thresholds[cid]
 
 
+def check_version_name(version: object) -> str:
+    """`version` if it is a valid version name (1 to 64 letters, digits, '_' or '-'), else ModelArtifactError."""
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
+        raise ModelArtifactError(
+            f"invalid model version name {printable(repr(version), 80)}: 1 to 64 letters, digits, '_' or '-' (e.g. 20260101T000000000000Z)"
+        )
+    return version
+
+
+def version_dir(model_dir: Path, version: str) -> Path:
+    """The resolved directory of `version`; ModelArtifactError when it would lie outside MODEL_DIR/versions."""
+    check_version_name(version)
+    root = versions_dir(model_dir).resolve()
+    resolved = (root / version).resolve()
+    if resolved.parent != root:
+        raise ModelArtifactError(f"model version {version}: its directory resolves to {resolved}, outside {root}; refused")
+    return resolved
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -88,7 +117,7 @@ def versions_dir(model_dir: Path) -> Path:
 
 def save_bundle(bundle: ModelBundle, model_dir: Path) -> Path:
     """Write a new version directory (atomically renamed into place) and return its path."""
-    bundle.version = bundle.version or new_version()
+    bundle.version = check_version_name(bundle.version or new_version())
     bundle.created_at = bundle.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
     target = versions_dir(model_dir) / bundle.version
     if target.exists():
@@ -112,7 +141,9 @@ def save_bundle(bundle: ModelBundle, model_dir: Path) -> Path:
             "extra": bundle.extra,
             "files": {name: _sha256(staging / name) for name in files},
         }
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=1), encoding="utf-8")
+        encoded = json.dumps(metadata, indent=1).encode("utf-8")
+        (staging / METADATA_FILE).write_bytes(encoded)
+        (staging / METADATA_HASH_FILE).write_text(hashlib.sha256(encoded).hexdigest() + "\n", encoding="ascii")
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -121,32 +152,54 @@ def save_bundle(bundle: ModelBundle, model_dir: Path) -> Path:
 
 
 def read_metadata(model_dir: Path, version: str) -> dict[str, Any]:
+    """The metadata of `version`, checked against metadata.sha256, naming its own directory, listing its files."""
+    directory = version_dir(model_dir, version)
     path = versions_dir(model_dir) / version / METADATA_FILE
-    if not path.is_file():
+    if not (directory / METADATA_FILE).is_file():
         raise ModelArtifactError(f"model version {version!r} not found: {path} is missing")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        encoded = (directory / METADATA_FILE).read_bytes()
+        expected = (directory / METADATA_HASH_FILE).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise ModelArtifactError(f"model version {version}: {METADATA_HASH_FILE} is missing, so {METADATA_FILE} cannot be checked; retrain or restore it") from None
     except (OSError, ValueError) as exc:
+        raise ModelArtifactError(f"model version {version}: {METADATA_HASH_FILE} is unreadable: {exc}") from exc
+    if hashlib.sha256(encoded).hexdigest() != expected:
+        raise ModelArtifactError(f"model version {version}: {METADATA_FILE} does not match its SHA-256 in {METADATA_HASH_FILE} (edited or corrupt); retrain or restore it")
+    try:
+        metadata = json.loads(encoded.decode("utf-8"))
+    except ValueError as exc:
         raise ModelArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(metadata, dict) or metadata.get("version") != version:
+        raise ModelArtifactError(f"model version {version}: {METADATA_FILE} names version {printable(repr(metadata.get('version') if isinstance(metadata, dict) else None), 80)}, not its own directory; refused")
+    files = metadata.get("files")
+    if not isinstance(files, dict) or not files or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ModelArtifactError(f"model version {version}: {METADATA_FILE} lists no file hashes; refused")
+    return metadata
 
 
 def verify_files(model_dir: Path, metadata: dict[str, Any]) -> None:
-    """Raise ModelArtifactError naming the first missing or modified file."""
-    directory = versions_dir(model_dir) / metadata["version"]
-    for name, expected in metadata.get("files", {}).items():
+    """Raise ModelArtifactError naming the first missing, modified or unlisted file of the version's directory."""
+    version = metadata["version"]
+    directory = version_dir(model_dir, version)
+    listed = metadata["files"]
+    for name, expected in listed.items():
         path = directory / name
-        if not path.is_file():
-            raise ModelArtifactError(f"model version {metadata['version']}: file {name} is missing")
+        if path.parent != directory or not path.is_file():
+            raise ModelArtifactError(f"model version {version}: file {printable(name, 80)} is missing")
         if _sha256(path) != expected:
             raise ModelArtifactError(
-                f"model version {metadata['version']}: file {name} does not match its SHA-256 "
+                f"model version {version}: file {name} does not match its SHA-256 "
                 "(modified or corrupt); retrain or restore it"
             )
+    unlisted = sorted(p.name for p in directory.iterdir() if p.name not in listed and p.name not in (METADATA_FILE, METADATA_HASH_FILE))
+    if unlisted:
+        raise ModelArtifactError(f"model version {version}: {printable(unlisted[0], 80)} is not listed in {METADATA_FILE}; remove it or retrain")
 
 
 def load_bundle(model_dir: Path, version: str | None = None, expected_features: tuple[str, ...] | None = None) -> ModelBundle:
     """Load a version (default: the promoted one), verifying hashes and the feature list."""
-    version = version or current_version(model_dir)
+    version = current_version(model_dir) if version is None else version
     metadata = read_metadata(model_dir, version)
     verify_files(model_dir, metadata)
     if expected_features is not None and tuple(metadata["features"]) != tuple(expected_features):
@@ -157,7 +210,7 @@ def load_bundle(model_dir: Path, version: str | None = None, expected_features: 
     classes = _detector_classes()
     if metadata.get("detector") not in classes:
         raise ModelArtifactError(f"model version {version}: unknown detector {metadata.get('detector')!r}")
-    detector = classes[metadata["detector"]].load(versions_dir(model_dir) / version)
+    detector = classes[metadata["detector"]].load(version_dir(model_dir, version))
     return ModelBundle(
         detector=detector,
         thresholds={k: float(v) for k, v in metadata["thresholds"].items()},
@@ -189,9 +242,11 @@ def list_versions(model_dir: Path) -> list[dict[str, Any]]:
     found = []
     for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            found.append(read_metadata(model_dir, path.name))
+            metadata = read_metadata(model_dir, path.name)
+            verify_files(model_dir, metadata)
+            found.append(metadata)
         except ModelArtifactError as exc:
-            found.append({"version": path.name, "error": str(exc)})
+            found.append({"version": printable(path.name, 80), "error": str(exc)})
     return found
 
 
@@ -210,9 +265,10 @@ def current_version(model_dir: Path) -> str:
     if not path.is_file():
         raise ModelArtifactError(f"no model promoted in {model_dir}: run `train` first (or `models promote VERSION`)")
     try:
-        return str(json.loads(path.read_text(encoding="utf-8"))["version"])
-    except (OSError, ValueError, KeyError) as exc:
+        version = json.loads(path.read_text(encoding="utf-8"))["version"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelArtifactError(f"{path} is unreadable: {exc}") from exc
+    return check_version_name(version)
 
 
 def load_for_settings(settings: Settings, version: str | None = None) -> ModelBundle:

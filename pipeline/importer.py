@@ -19,6 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from core.errors import DataValidationError
+from core.logs import clip
 from core.settings import Settings
 from core.timerange import RANGE_TEXT, in_range
 from db.schema import Tables, create_all
@@ -26,6 +27,7 @@ from db.source import write_telemetry
 
 log = logging.getLogger(__name__)
 MAX_ID_LENGTH = 64
+MAX_CELL_CHARS = 60  # a bad cell is quoted in the error up to this length
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,25 @@ class CsvMapping:
     def check(self) -> None:
         if (self.compressor_col is None) == (self.compressor_id is None):
             raise DataValidationError("give exactly one of --compressor-col (a column of ids) and --compressor-id (one id for the whole file)")
-        if self.compressor_id is not None and not 0 < len(self.compressor_id.strip()) <= MAX_ID_LENGTH:
-            raise DataValidationError(f"--compressor-id must be 1 to {MAX_ID_LENGTH} characters")
+        problem = None if self.compressor_id is None else id_problem(self.compressor_id.strip())
+        if problem:
+            raise DataValidationError(f"--compressor-id {_cell(self.compressor_id)} {problem}")
         if not self.sep:
             raise DataValidationError("--sep must not be empty")
+
+
+def _cell(value: str) -> str:
+    """A bad cell for a one-line error: quoted, clipped, control characters escaped by repr."""
+    return repr(clip(value, MAX_CELL_CHARS))
+
+
+def id_problem(value: str) -> str | None:
+    """Why `value` cannot be a compressor id (None when it can): 1 to MAX_ID_LENGTH printable characters."""
+    if not 0 < len(value) <= MAX_ID_LENGTH:
+        return f"must be 1 to {MAX_ID_LENGTH} characters"
+    if not value.isprintable():
+        return "must contain printable characters only (no newline, tab or control character)"
+    return None
 
 
 def _line(position: int) -> int:
@@ -99,7 +116,7 @@ def _timestamps(path: Path, text: pd.Series, column: str) -> pd.Series:
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if len(bad):
         raise DataValidationError(
-            f"{path}: column {column!r}, line {_line(bad[0])}: {text.iloc[bad[0]]!r} is not an ISO 8601 timestamp ({len(bad)} such row(s))"
+            f"{path}: column {column!r}, line {_line(bad[0])}: {_cell(text.iloc[bad[0]])} is not an ISO 8601 timestamp ({len(bad)} such row(s))"
         )
     naive = parsed.dt.tz_localize(None)
     outside = np.flatnonzero(~in_range(naive))
@@ -116,7 +133,7 @@ def _numbers(path: Path, text: pd.Series, column: str) -> np.ndarray:
     values = pd.to_numeric(stripped.where(stripped != ""), errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero((stripped != "").to_numpy() & ~np.isfinite(values))
     if len(bad):
-        raise DataValidationError(f"{path}: column {column!r}, line {_line(bad[0])}: {text.iloc[bad[0]]!r} is not a finite number ({len(bad)} such row(s))")
+        raise DataValidationError(f"{path}: column {column!r}, line {_line(bad[0])}: {_cell(text.iloc[bad[0]])} is not a finite number ({len(bad)} such row(s))")
     return values
 
 
@@ -124,16 +141,19 @@ def _labels(path: Path, text: pd.Series, column: str) -> np.ndarray:
     values = pd.to_numeric(text.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isin(values, (0.0, 1.0)))
     if len(bad):
-        raise DataValidationError(f"{path}: column {column!r}, line {_line(bad[0])}: {text.iloc[bad[0]]!r} is not a 0/1 label ({len(bad)} such row(s))")
+        raise DataValidationError(f"{path}: column {column!r}, line {_line(bad[0])}: {_cell(text.iloc[bad[0]])} is not a 0/1 label ({len(bad)} such row(s))")
     return values.astype(np.int16)
 
 
 def _compressor_ids(path: Path, text: pd.Series, column: str) -> pd.Series:
     ids = text.str.strip()
     lengths = ids.str.len().to_numpy()
-    bad = np.flatnonzero((lengths == 0) | (lengths > MAX_ID_LENGTH))
+    printable = {value: value.isprintable() for value in ids.unique()}
+    bad = np.flatnonzero((lengths == 0) | (lengths > MAX_ID_LENGTH) | ~ids.map(printable).to_numpy(dtype=bool))
     if len(bad):
-        raise DataValidationError(f"{path}: column {column!r}, line {_line(bad[0])}: {text.iloc[bad[0]]!r} is not a compressor id (1 to {MAX_ID_LENGTH} characters)")
+        raise DataValidationError(
+            f"{path}: column {column!r}, line {_line(bad[0])}: {_cell(text.iloc[bad[0]])} is not a compressor id: {id_problem(ids.iloc[bad[0]])}"
+        )
     return ids
 
 

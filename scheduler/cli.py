@@ -1,6 +1,8 @@
 """Command line: `python run_scheduler.py [global options] COMMAND ...`.
 
-Every command exits 0 on success and non-zero with a one-line reason on failure.
+Every command exits 0 on success and non-zero with a one-line reason on failure; the reason is
+printed on stderr and written to --log-file. A reader that closes stdout early (`| head`) ends
+the output quietly.
 """
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from core.errors import PipelineError
-from core.logs import mask_secrets, setup_logging
-from core.settings import THRESHOLD_RULES, Settings, SettingsError, load_settings, with_section
+from core.logs import mask_secrets, printable, setup_logging
+from core.settings import DEFAULT_DB_URL, DEFAULT_MODEL_DIR, PROJECT_ROOT, THRESHOLD_RULES, Settings, SettingsError, load_settings, with_section
+from core.tf_startup import import_tensorflow
 from core.threads import use_single_threaded_kernels
 from service import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WINDOWS, DEFAULT_PORT
 
@@ -173,7 +176,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
 
     bundle = _bundle(settings, args.model, args.detector)
     result = evaluate_range(_engine(settings), _tables(settings), settings, bundle, args.start, args.end, args.compressor)
-    out = Path(args.out) if args.out else Path("var/reports") / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out) if args.out else PROJECT_ROOT / "var/reports" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = write_report(result, settings, out)
     print(f"model {result.model_version} ({result.detector}), {', '.join(result.compressors)}, {result.start} .. {result.end}")
     print(overall_text(result))
@@ -193,9 +196,11 @@ def cmd_import_csv(args, settings: Settings) -> int:
 
 
 def cmd_status(args, settings: Settings) -> int:
+    from scheduler.retry import with_retries
     from scheduler.status import fleet_status, format_status
 
-    rows = fleet_status(_engine(settings), _tables(settings), settings)
+    engine, tables, cfg = _engine(settings), _tables(settings), settings.scheduler
+    rows = with_retries(lambda: fleet_status(engine, tables, settings), cfg.retry_attempts, cfg.retry_base_delay_s, "reading the status")
     print(json.dumps(rows, default=str, indent=1) if args.json else format_status(rows))
     return 0
 
@@ -290,10 +295,17 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run_scheduler.py", description="Compressor anomaly detection: batch scoring of fleet telemetry in SQL.")
+    parser = argparse.ArgumentParser(
+        prog="run_scheduler.py",
+        description="Compressor anomaly detection: batch scoring of fleet telemetry in SQL.",
+        epilog=(
+            f"Relative paths: the defaults are under the project root ({PROJECT_ROOT}); paths in a --config file are "
+            "relative to that file's directory; paths given here or in environment variables are relative to the working directory."
+        ),
+    )
     parser.add_argument("--config", help="TOML settings file (default: $COMPRESSOR_AD_CONFIG or built-in defaults)")
-    parser.add_argument("--db-url", help="SQLAlchemy database URL (default: $COMPRESSOR_AD_DB_URL or sqlite:///var/compressor_ad.sqlite)")
-    parser.add_argument("--model-dir", help="directory of model versions (default: var/models)")
+    parser.add_argument("--db-url", help=f"SQLAlchemy database URL (default: $COMPRESSOR_AD_DB_URL or {DEFAULT_DB_URL} under the project root)")
+    parser.add_argument("--model-dir", help=f"directory of model versions (default: $COMPRESSOR_AD_MODEL_DIR or {DEFAULT_MODEL_DIR} under the project root)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     parser.add_argument("--log-file", help="also log to this file (rotated at 10 MB, 5 kept)")
@@ -354,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="VERSION", help="model version (default: the promoted one)")
     p.add_argument("--detector", choices=["lstm_ae", "iforest"], help="the newest version of this detector (when --model is not given)")
     p.add_argument("--compressor", action="append", help="only this compressor (repeatable)")
-    p.add_argument("--out", metavar="DIR", help="report directory (default var/reports/<UTC time>)")
+    p.add_argument("--out", metavar="DIR", help="report directory (default var/reports/<UTC time> under the project root)")
     p.set_defaults(func=cmd_evaluate, scoring_only=True)
 
     p = sub.add_parser("import-csv", help="load a CSV of telemetry into the source table (all rows or none)")
@@ -393,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=float, default=7.0)
     p.add_argument("--train-days", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--out", default="var/demo", help="where the report and plot go")
+    p.add_argument("--out", default=str(PROJECT_ROOT / "var/demo"), help="where the report and plot go (default var/demo under the project root)")
     p.set_defaults(func=cmd_demo)
 
     from scheduler import opcua_commands
@@ -402,23 +414,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(command: str, reason: str, code: int = 1) -> int:
+    """The one-line reason on stderr and, as an ERROR record, in --log-file (not twice on the terminal)."""
+    line = printable(mask_secrets(reason), 2000)
+    print(f"error: {line}", file=sys.stderr)
+    log.error("%s failed: %s", command, line, extra={"console": False, "command": command})
+    return code
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: send what is left of stdout to /dev/null so the exit flush cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format, args.log_file)
+    command = " ".join(filter(None, (args.command, getattr(args, "models_command", None))))
     try:
         settings = load_settings(args.config, db_url=args.db_url, model_dir=args.model_dir)
         if getattr(args, "scoring_only", False):
             use_single_threaded_kernels()
-        return args.func(args, settings)
+        if getattr(args, "scoring_only", False) or args.command in ("train", "demo"):
+            import_tensorflow()
+        code = args.func(args, settings)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
     except (PipelineError, SettingsError, ValueError, KeyError) as exc:
         log.debug("command failed", exc_info=True)
-        print(f"error: {mask_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}", file=sys.stderr)
-        return 1
+        return _fail(command, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except sa.exc.SQLAlchemyError as exc:
         log.debug("command failed", exc_info=True)
-        print(f"error: database: {mask_secrets(str(exc).splitlines()[0])}", file=sys.stderr)
-        return 1
+        return _fail(command, f"database: {str(exc).splitlines()[0]}")
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        return _fail(command, "interrupted", 130)
+    except Exception as exc:  # a bug, not bad input: the traceback goes to the log file, one line to stderr
+        log.error("%s failed unexpectedly", command, exc_info=True, extra={"console": False, "command": command})
+        return _fail(command, f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")

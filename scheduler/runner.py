@@ -30,6 +30,15 @@ from scheduler.retry import is_transient, with_retries
 log = logging.getLogger(__name__)
 
 
+def log_fields(outcome: BatchOutcome, batch_id: str) -> dict:
+    """The JSON log fields of one batch (core.logs.FIELDS)."""
+    return {
+        "compressor": outcome.compressor_id, "batch_id": batch_id, "mode": outcome.mode, "status": outcome.status,
+        "rows_read": outcome.rows_read, "windows_scored": outcome.windows_scored, "anomaly_points": outcome.anomaly_points,
+        "triggered_events": outcome.triggered_events, "rows_rejected": outcome.rows_rejected, "duration_s": round(outcome.duration_s, 3),
+    }
+
+
 def new_batch_id() -> str:
     return f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
@@ -136,7 +145,10 @@ class Runner:
         owner, expires = lease.holder(self.engine, self.tables, cid)
         if mode == "backfill":
             raise lease.LeaseLost(f"compressor {cid}: still leased by {owner} (until {expires}); backfill not done, run it again")
-        log.info("compressor %s [%s] leased by %s until %s: skipped this run", cid, mode, owner, expires)
+        log.warning(
+            "compressor %s [%s] leased by %s until %s UTC: skipped this run (the holder is alive or on another host)",
+            cid, mode, owner, expires, extra={"compressor": cid, "mode": mode, "status": "skipped", "lease_owner": owner},
+        )
         return False
 
     def _one(self, cid: str, batch_id: str, work: Callable[[sa.Connection], BatchOutcome], mode: str) -> BatchOutcome | None:
@@ -168,7 +180,7 @@ class Runner:
         except Exception as exc:
             self._fail(cid, mode, batch_id, exc)
             raise
-        log.info(outcome.log_line())
+        log.info(outcome.log_line(), extra=log_fields(outcome, batch_id))
         if self.on_batch:
             self.on_batch(outcome)
         return outcome
@@ -179,7 +191,7 @@ class Runner:
         self._record_failure(outcome, batch_id)
 
     def _record_failure(self, outcome: BatchOutcome, batch_id: str) -> None:
-        log.error(outcome.log_line())
+        log.error(outcome.log_line(), extra=log_fields(outcome, batch_id))
         try:
             with self.engine.begin() as conn:
                 write_summary(conn, self.tables, outcome, batch_id)
@@ -238,6 +250,7 @@ class Runner:
             "%s run %s finished in %.2f s: %d compressors, %s, %d failed",
             mode, report.batch_id, report.duration_s, len(report.outcomes),
             " ".join(f"{k}={v}" for k, v in totals.items()), len(report.failed),
+            extra={"batch_id": report.batch_id, "mode": mode, "duration_s": round(report.duration_s, 3), **totals},
         )
         return report
 

@@ -1,10 +1,14 @@
-"""Fleet status: per compressor, checkpoint, rows waiting and the last batch."""
+"""Fleet status: per compressor, checkpoint, rows waiting, the last batch and a lease held now.
+
+The table escapes every value (a compressor id with a newline cannot forge a row).
+"""
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from core.logs import printable
 from core.settings import Settings
-from db.results import read_checkpoints
+from db.results import read_checkpoints, utcnow
 from db.schema import Tables
 from db.source import count_rows_after, list_compressors
 
@@ -15,6 +19,7 @@ def fleet_status(engine: sa.Engine, tables: Tables, settings: Settings) -> list[
     with engine.connect() as conn:
         has_results = inspector.has_table(tables.checkpoint.name)
         checkpoints = read_checkpoints(conn, tables) if has_results else {}
+        leases = _live_leases(conn, tables) if has_results else {}
         compressors = sorted(set(list_compressors(conn, tables, settings)) | set(checkpoints))
         rows = []
         summary = tables.summary
@@ -34,20 +39,36 @@ def fleet_status(engine: sa.Engine, tables: Tables, settings: Settings) -> list[
                     "checkpoint": ckpt.last_timestamp if ckpt else None,
                     "rows_waiting": count_rows_after(conn, tables, settings, cid, ckpt.last_timestamp if ckpt else None),
                     "last_batch": dict(last) if last else None,
+                    "lease": leases.get(cid),
                 }
             )
     return rows
 
 
+def _live_leases(conn: sa.Connection, tables: Tables) -> dict[str, dict]:
+    """compressor -> {"owner", "expires_at"} for leases not yet expired."""
+    table = tables.checkpoint
+    rows = conn.execute(
+        sa.select(table.c.compressor_id, table.c.lease_owner, table.c.lease_expires_at).where(
+            table.c.lease_owner.is_not(None), table.c.lease_expires_at >= utcnow()
+        )
+    )
+    return {cid: {"owner": owner, "expires_at": expires} for cid, owner, expires in rows}
+
+
 def format_status(rows: list[dict]) -> str:
-    """A fixed-width table for terminals."""
-    header = f"{'compressor':<12} {'checkpoint':<20} {'waiting':>8}  {'last batch':<26} {'status':<12} {'windows':>8} {'alerts':>6}"
+    """A fixed-width table for terminals; every cell escaped and clipped."""
+    header = (
+        f"{'compressor':<12} {'checkpoint':<20} {'waiting':>8}  {'last batch':<26} {'status':<12} {'windows':>8} {'alerts':>6}  lease"
+    )
     lines = [header, "-" * len(header)]
     for row in rows:
         last = row["last_batch"] or {}
         checkpoint = row["checkpoint"].strftime("%Y-%m-%d %H:%M:%S") if row["checkpoint"] else "-"
+        held = row.get("lease")
+        lease_text = f"{printable(held['owner'], 100)} until {held['expires_at']:%Y-%m-%d %H:%M:%S}" if held else "-"
         lines.append(
-            f"{row['compressor_id']:<12} {checkpoint:<20} {row['rows_waiting']:>8}  {str(last.get('batch_id', '-')):<26} "
-            f"{str(last.get('status', '-')):<12} {str(last.get('windows_scored', '-')):>8} {str(last.get('triggered_events', '-')):>6}"
+            f"{printable(row['compressor_id'], 64):<12} {checkpoint:<20} {row['rows_waiting']:>8}  {printable(last.get('batch_id', '-'), 26):<26} "
+            f"{printable(last.get('status', '-'), 12):<12} {str(last.get('windows_scored', '-')):>8} {str(last.get('triggered_events', '-')):>6}  {lease_text}"
         )
     return "\n".join(lines)

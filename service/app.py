@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from core.logs import mask_secrets
+from core.logs import mask_secrets, printable
 from core.settings import Settings
 from db.engine import make_engine
 from models.artifacts import ModelBundle
@@ -27,7 +27,8 @@ from pipeline.validate import value_limits
 from service import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WINDOWS
 from service.auth import key_matches, presented_key
 from service.metrics import ServiceMetrics
-from service.schemas import ScoreResponse, request_model, window_field_name
+from service.auth import API_KEY_HEADER
+from service.schemas import ErrorBody, ScoreResponse, ValidationErrorBody, request_model, window_field_name
 from service.scoring import prepare_for_requests, score
 
 log = logging.getLogger(__name__)
@@ -105,12 +106,12 @@ class GuardMiddleware:
         try:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             if self.api_key and path not in PUBLIC_PATHS and not key_matches(presented_key(headers), self.api_key):
-                log.warning("refused %s %s from %s: missing or wrong API key", scope["method"], path, _client(scope))
+                log.warning("refused %s %s from %s: missing or wrong API key", scope["method"], printable(path), _client(scope))
                 await _reply(scope, receive, send_and_note, 401, "missing or wrong API key: send it in the X-API-Key header", {"WWW-Authenticate": "ApiKey"})
                 return
             body = await self._read_body(headers, receive)
             if body is None:
-                log.warning("refused %s %s from %s: body over %d bytes", scope["method"], path, _client(scope), self.max_body_bytes)
+                log.warning("refused %s %s from %s: body over %d bytes", scope["method"], printable(path), _client(scope), self.max_body_bytes)
                 await _reply(scope, receive, send_and_note, 413, f"request body larger than {self.max_body_bytes} bytes", {"Connection": "close"})
                 return
             await self.app(scope, _replay(body, receive), send_and_note)
@@ -145,6 +146,27 @@ def _check_limits(values: np.ndarray, features: tuple[str, ...], limits: tuple[n
         raise HTTPException(
             422, f"windows[{w}].{features[f]}[{t}]: {values[w, f, t]:g} is outside the range {low[f]:g} .. {high[f]:g} of {features[f]}"
         )
+ERROR_RESPONSES = {
+    401: {"model": ErrorBody, "description": "missing or wrong API key"},
+    404: {"model": ErrorBody, "description": "compressor not in the model"},
+    413: {"model": ErrorBody, "description": "too many windows or too large a body"},
+    422: {"model": ValidationErrorBody, "description": "invalid request: the first bad field in `detail`"},
+}
+
+
+def _declare_api_key(app: FastAPI) -> None:
+    """The OpenAPI schema states what GuardMiddleware enforces: the X-API-Key header on every route."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {"ApiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}}
+            schema["security"] = [{"ApiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def database_reachable(engine: sa.Engine) -> bool:
@@ -172,7 +194,7 @@ def create_app(
     engine = engine or make_engine(settings.db_url)
     prepare_for_requests(bundle)
     metrics.model.info({"version": bundle.version, "detector": bundle.detector.name})
-    score_request = request_model(bundle.features, bundle.window)
+    score_request = request_model(bundle.features, bundle.window, bundle.compressors[0] if bundle.compressors else None)
     n_features = len(bundle.features)
     limits = value_limits(settings.data, bundle.features)
 
@@ -181,7 +203,10 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.state.metrics = metrics
 
-    @app.post("/score", response_model=ScoreResponse)
+    if api_key:
+        _declare_api_key(app)
+
+    @app.post("/score", response_model=ScoreResponse, responses=ERROR_RESPONSES)
     def score_windows(request: score_request) -> dict:
         """Score each window: score, threshold, anomaly flag, per-signal errors, top signals."""
         if len(request.windows) > max_windows:

@@ -17,6 +17,7 @@ from core.errors import PipelineError
 API_KEY_ENV = "COMPRESSOR_AD_API_KEY"
 API_KEY_FILE_ENV = "COMPRESSOR_AD_API_KEY_FILE"
 MIN_KEY_LENGTH = 16
+API_KEY_HEADER = "X-API-Key"
 
 
 def load_api_key(env: Mapping[str, str] | None = None) -> str | None:

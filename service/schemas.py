@@ -2,7 +2,7 @@
 
 A request names one compressor and carries one or more windows; a window has one field per
 signal of the model (its names, e.g. `filter_dp`), each a list of exactly `window` finite
-numbers, oldest first, sampled at the configured interval:
+numbers (JSON numbers only: `true` or `"1.5"` is a 422), oldest first, sampled at the configured interval:
 
     {"compressor_id": "C01",
      "windows": [{"filter_dp": [0.51, 0.52, ...30 values], "seal_gas_flow": [...], ...}]}
@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 
 
 def window_field_name(position: int) -> str:
@@ -23,8 +23,8 @@ def window_field_name(position: int) -> str:
     return f"signal_{position}"
 
 
-def request_model(features: tuple[str, ...], window: int) -> type[BaseModel]:
-    """The ScoreRequest model for a model's signals and window length."""
+def request_model(features: tuple[str, ...], window: int, example_id: str | None = None) -> type[BaseModel]:
+    """The ScoreRequest model for a model's signals and window length; `example_id` is shown in the schema."""
     values = Annotated[list[FiniteFloat], Field(min_length=window, max_length=window)]
     fields = {
         window_field_name(i): (values, Field(alias=name, description=f"{window} values of {name}, oldest first"))
@@ -34,7 +34,10 @@ def request_model(features: tuple[str, ...], window: int) -> type[BaseModel]:
     return create_model(
         "ScoreRequest",
         __config__=ConfigDict(extra="forbid"),
-        compressor_id=(str, Field(min_length=1, max_length=64, description="compressor id as in the source table")),
+        compressor_id=(
+            str,
+            Field(min_length=1, max_length=64, strict=True, description="compressor id as in the source table", examples=[example_id] if example_id else None),
+        ),
         windows=(list[window_model], Field(min_length=1, description="windows to score, each independent of the others")),
     )
 
@@ -57,3 +60,23 @@ class ScoreResponse(BaseModel):
     model_version: str
     threshold: float
     results: list[WindowResult]
+
+
+class ErrorBody(BaseModel):
+    """Body of a 401, 404 or 413 answer."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    """One invalid field of a request."""
+
+    field: str
+    message: str
+
+
+class ValidationErrorBody(BaseModel):
+    """Body of a 422 answer: the first problem in `detail`, up to 20 in `errors`."""
+
+    detail: str
+    errors: list[FieldError]

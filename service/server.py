@@ -10,6 +10,7 @@ from core.settings import Settings
 from service.auth import API_KEY_ENV, API_KEY_FILE_ENV, load_api_key
 
 log = logging.getLogger(__name__)
+MAX_REQUEST_HEAD_BYTES = 16 * 1024
 
 
 def _check_tls(certfile: str | None, keyfile: str | None) -> None:
@@ -55,8 +56,10 @@ def serve(
         "serving model %s (%s, %d compressors) on %s://%s:%d, database %s",
         bundle.version, bundle.detector.name, len(bundle.compressors), scheme, host, port, safe_url(engine.url),
     )
+    # h11 refuses a request line + headers over MAX_REQUEST_HEAD_BYTES with 400 before the app sees it.
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, server_header=False, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile
+        app, host=host, port=port, log_config=None, server_header=False, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+        http="h11", h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
     )
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the previous
     # handler: make that one a no-op so that a requested stop ends with exit code 0.

@@ -1,4 +1,5 @@
-"""Model versions on disk: round trip, SHA-256 checks, feature checks, listing and promotion."""
+"""Model versions on disk: round trip, SHA-256 checks, feature checks, listing and promotion, tampering."""
+import hashlib
 import json
 import shutil
 
@@ -10,6 +11,7 @@ from core.settings import with_section
 from models.artifacts import (
     CURRENT_FILE,
     METADATA_FILE,
+    METADATA_HASH_FILE,
     current_version,
     list_versions,
     load_bundle,
@@ -39,6 +41,16 @@ def windows(trained_fleet):
         ws = build_windows(unit[list(settings.data.features)].to_numpy(), unit.timestamp.to_numpy(), settings.data.window, settings.max_gap_s)
         out[cid] = ws.windows[-300:]
     return out
+
+
+def rewrite_metadata(directory, change, rehash: bool = True) -> None:
+    """Edit a version's metadata.json with `change(meta)`; rehash=True also rewrites metadata.sha256 to match."""
+    meta = json.loads((directory / METADATA_FILE).read_text())
+    change(meta)
+    encoded = json.dumps(meta).encode()
+    (directory / METADATA_FILE).write_bytes(encoded)
+    if rehash:
+        (directory / METADATA_HASH_FILE).write_text(hashlib.sha256(encoded).hexdigest())
 
 
 def flip_one_byte(path, position: int = -20) -> None:
@@ -100,10 +112,7 @@ def test_feature_list_must_match_the_configuration(trained_fleet, model_dir):
 
 def test_unknown_detector_in_metadata(trained_fleet, model_dir):
     version = trained_fleet["bundle"].version
-    path = versions_dir(model_dir) / version / METADATA_FILE
-    meta = json.loads(path.read_text())
-    meta["detector"] = "mystery"
-    path.write_text(json.dumps(meta))
+    rewrite_metadata(versions_dir(model_dir) / version, lambda meta: meta.update(detector="mystery"))
     with pytest.raises(ModelArtifactError, match="unknown detector 'mystery'"):
         load_bundle(model_dir)
 
@@ -155,3 +164,86 @@ def test_no_promoted_version(tmp_path, model_dir):
 def test_threshold_for_an_unknown_compressor(trained_fleet):
     with pytest.raises(UnknownCompressorError, match="'C77' is not in model .*add it with `train --add-compressor`"):
         trained_fleet["bundle"].threshold_for("C77")
+
+
+# ------------------------------------------------------------------ tampering (each a class of edit)
+EDITS = {
+    "a threshold": lambda meta: meta["thresholds"].update(C01=1e9),
+    "the trigger": lambda meta: meta.update(consecutive_trigger=10**6),
+    "the features": lambda meta: meta.update(features=list(reversed(meta["features"]))),
+    "the files key removed": lambda meta: meta.pop("files"),
+    "another version named": lambda meta: meta.update(version="20000101T000000000000Z"),
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_an_edited_metadata_file_is_refused(trained_fleet, model_dir, edit):
+    version = trained_fleet["bundle"].version
+    rewrite_metadata(versions_dir(model_dir) / version, EDITS[edit], rehash=False)
+    for action in (lambda: load_bundle(model_dir), lambda: promote(model_dir, version)):
+        with pytest.raises(ModelArtifactError, match=f"model version {version}: metadata.json does not match its SHA-256 in metadata.sha256"):
+            action()
+    assert "UNREADABLE" not in str(list_versions(model_dir)) and "edited or corrupt" in list_versions(model_dir)[0]["error"]
+
+
+def test_a_deleted_metadata_hash_is_refused(trained_fleet, model_dir):
+    version = trained_fleet["bundle"].version
+    (versions_dir(model_dir) / version / METADATA_HASH_FILE).unlink()
+    with pytest.raises(ModelArtifactError, match="metadata.sha256 is missing"):
+        load_bundle(model_dir)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda meta: meta.pop("files"), "lists no file hashes"),
+        (lambda meta: meta.update(files={}), "lists no file hashes"),
+        (lambda meta: meta.update(version="20000101T000000000000Z"), "names version '20000101T000000000000Z', not its own directory"),
+        (lambda meta: meta.update(version="../../ext"), "names version '../../ext', not its own directory"),
+        (lambda meta: meta["files"].pop("detector.json"), "detector.json is not listed in metadata.json"),
+        (lambda meta: meta["files"].update({"../current.json": meta["files"]["detector.json"]}), r"file ../current.json is missing"),
+    ],
+)
+def test_consistent_but_wrong_metadata_is_refused(trained_fleet, model_dir, edit, message):
+    """Even with its hash rewritten to match, metadata must name its own directory and cover every file."""
+    rewrite_metadata(versions_dir(model_dir) / trained_fleet["bundle"].version, edit)
+    with pytest.raises(ModelArtifactError, match=message):
+        load_bundle(model_dir)
+
+
+def test_an_extra_file_in_a_version_is_refused(trained_fleet, model_dir):
+    (versions_dir(model_dir) / trained_fleet["bundle"].version / "extra.keras").write_bytes(b"x")
+    with pytest.raises(ModelArtifactError, match="extra.keras is not listed"):
+        load_bundle(model_dir)
+
+
+@pytest.mark.parametrize("name", ["../../ext", "..", ".", "a/b", "", "x" * 65, "v\nERROR forged", "/etc", "v 1", "C:\\x"])
+def test_invalid_version_names_are_refused_everywhere(model_dir, name):
+    for action in (lambda: promote(model_dir, name), lambda: load_bundle(model_dir, name), lambda: read_metadata(model_dir, name)):
+        with pytest.raises(ModelArtifactError, match="invalid model version name"):
+            action()
+    (model_dir / CURRENT_FILE).write_text(json.dumps({"version": name}))
+    with pytest.raises(ModelArtifactError, match="invalid model version name"):
+        current_version(model_dir)
+
+
+def test_a_version_linked_outside_the_model_directory_is_refused(trained_fleet, model_dir, tmp_path):
+    """A complete, self-consistent version outside MODEL_DIR, reached through a link, is not loaded."""
+    version = trained_fleet["bundle"].version
+    outside = tmp_path / "ext" / "evil"
+    shutil.copytree(versions_dir(model_dir) / version, outside)
+    rewrite_metadata(outside, lambda meta: meta.update(version="evil"))
+    (versions_dir(model_dir) / "evil").symlink_to(outside, target_is_directory=True)
+    for action in (lambda: load_bundle(model_dir, "evil"), lambda: promote(model_dir, "evil")):
+        with pytest.raises(ModelArtifactError, match="outside"):
+            action()
+    assert current_version(model_dir) == version
+
+
+def test_cli_promote_outside_the_model_directory_changes_nothing(trained_fleet, model_dir, capsys):
+    from scheduler.cli import main
+
+    version = trained_fleet["bundle"].version
+    assert main(["--model-dir", str(model_dir), "models", "promote", "../../ext"]) == 1
+    assert capsys.readouterr().err.strip().endswith("invalid model version name '../../ext': 1 to 64 letters, digits, '_' or '-' (e.g. 20260101T000000000000Z)")
+    assert current_version(model_dir) == version

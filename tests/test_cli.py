@@ -146,7 +146,7 @@ def test_bad_config_file(tmp_path, capsys):
     config = tmp_path / "bad.toml"
     config.write_text("[data]\nwindow = 1\n")
     assert main(["--config", str(config), "status"]) == 1
-    assert error_lines(capsys.readouterr().err) == ["error: [data] window must be at least 2"]
+    assert error_lines(capsys.readouterr().err) == ["error: [data] window = 1 is out of range: must be in [2, 10000]"]
 
 
 # --------------------------------------------------------------------- models

@@ -6,6 +6,9 @@ import configparser
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -211,12 +214,64 @@ def test_systemd_units(unit):
 
 
 def test_cron_line():
-    lines = [l for l in (DEPLOY / "cron" / "compressor-ad.cron").read_text(encoding="utf-8").splitlines() if l and not l.startswith("#")]
+    files = sorted(p.name for p in (DEPLOY / "cron").iterdir())
+    # run-parts (Debian's cron) ignores /etc/cron.d files whose names are not [A-Za-z0-9_-]+
+    assert files == ["compressor-ad"] and all(re.fullmatch(r"[A-Za-z0-9_-]+", name) for name in files)
+    lines = [l for l in (DEPLOY / "cron" / "compressor-ad").read_text(encoding="utf-8").splitlines() if l and not l.startswith("#")]
     assert len(lines) == 1
     fields = lines[0].split(None, 6)
     assert len(fields[:5]) == 5 and fields[5] == "compressor-ad"
     inner = shlex.split(fields[6])[2]  # /bin/sh -c '...'
+    assert inner.startswith("mkdir -p /opt/compressor-ad/var/log && exec >>/opt/compressor-ad/var/log/cron.log 2>&1;")
+    assert ">>" not in fields[6].rpartition("'")[2], "no redirection outside the shell that creates var/log"
     assert assert_valid_cli(cli_args_after_entry_point(inner)).once
+
+
+def test_cron_line_creates_its_log_directory(tmp_path):
+    """The line's shell part, run with /opt/compressor-ad moved under tmp_path, creates var/log and writes there."""
+    line = next(l for l in (DEPLOY / "cron" / "compressor-ad").read_text(encoding="utf-8").splitlines() if l and not l.startswith("#"))
+    inner = shlex.split(line.split(None, 6)[6])[2]
+    prefix = inner.split("; set -a;")[0].replace("/opt/compressor-ad", str(tmp_path / "opt"))
+    done = subprocess.run(["/bin/sh", "-c", prefix + "; echo reached"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "opt" / "var" / "log" / "cron.log").read_text() == "reached\n"
+
+
+SERVICE_UNITS = ["compressor-ad.service", "compressor-ad-once.service", "compressor-ad-api.service"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (make system-deps installs it as root)")
+@pytest.mark.parametrize("unit", SERVICE_UNITS)
+def test_systemd_units_are_sandboxed(unit):
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(DEPLOY / "systemd" / unit)],
+        capture_output=True, text=True, timeout=60,
+    )
+    level = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+    assert level, done.stdout[-2000:] + done.stderr[-2000:]
+    assert float(level.group(1)) <= 3.0, done.stdout
+
+
+def _systemd_is_pid1() -> bool:
+    return Path("/run/systemd/system").is_dir()
+
+
+@pytest.mark.skipif(not _systemd_is_pid1(), reason="systemd is not PID 1 here: a sandboxed unit can only be started under systemd")
+@pytest.mark.parametrize("unit", SERVICE_UNITS)
+def test_systemd_sandbox_still_runs_the_cli(unit):
+    """The unit's sandbox settings, applied to a transient unit that runs `--help` from this checkout."""
+    text = (DEPLOY / "systemd" / unit).read_text(encoding="utf-8")
+    properties = []
+    for raw in text.split("[Service]", 1)[1].split("[Install]")[0].splitlines():
+        key, _, value = raw.partition("=")
+        if raw.startswith("#") or not _ or key in {"Type", "User", "Group", "WorkingDirectory", "EnvironmentFile", "ExecStart", "Restart", "RestartSec", "ReadWritePaths", "KillSignal", "TimeoutStopSec", "TimeoutStartSec"}:
+            continue
+        properties += ["-p", f"{key}={value}"]
+    done = subprocess.run(
+        ["systemd-run", "--wait", "--quiet", "--pipe", "-p", f"WorkingDirectory={ROOT}", *properties, sys.executable, "run_scheduler.py", "--help"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0 and "usage: run_scheduler.py" in done.stdout, done.stderr
 
 
 def test_windows_task():

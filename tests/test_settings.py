@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import DEFAULT_DB_URL, DEFAULT_FEATURES, Settings, SettingsError, load_settings, with_section
+from core.settings import DEFAULT_FEATURES, PROJECT_ROOT, RANGES, Settings, SettingsError, load_settings, with_section
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -14,9 +14,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_without_a_file():
     settings = load_settings(None, env={})
-    assert settings == Settings()
-    assert settings.db_url == DEFAULT_DB_URL
-    assert settings.model_dir == Path("var/models")
+    assert settings == Settings().replace(db_url=settings.db_url, model_dir=settings.model_dir)
+    # defaults lie under the project root, whatever the working directory
+    assert settings.db_url == f"sqlite:///{(PROJECT_ROOT / 'var/compressor_ad.sqlite').as_posix()}"
+    assert settings.model_dir == PROJECT_ROOT / "var/models"
     assert settings.data.features == DEFAULT_FEATURES
     assert settings.max_gap_s == pytest.approx(settings.data.sampling_interval_s * settings.data.max_gap_factor)
 
@@ -40,8 +41,9 @@ epochs = 5
 """,
     )
     settings = load_settings(path, env={})
-    assert settings.db_url == "sqlite:///from_file.sqlite"
-    assert settings.model_dir == Path("elsewhere/models")
+    # relative paths of a file are relative to the file's directory
+    assert settings.db_url == f"sqlite:///{(tmp_path / 'from_file.sqlite').as_posix()}"
+    assert settings.model_dir == tmp_path / "elsewhere/models"
     assert settings.data.window == 12
     assert settings.data.features == ("flow", "vibration")
     assert settings.data.missing_value_rule == "impute"
@@ -57,7 +59,7 @@ epochs = 5
 def test_environment_beats_file_and_explicit_overrides_beat_environment(tmp_path):
     path = write(tmp_path, 'model_dir = "file_models"\n[database]\nurl = "sqlite:///file.sqlite"\n')
     from_file = load_settings(path, env={})
-    assert (from_file.db_url, from_file.model_dir) == ("sqlite:///file.sqlite", Path("file_models"))
+    assert (from_file.db_url, from_file.model_dir) == (f"sqlite:///{(tmp_path / 'file.sqlite').as_posix()}", tmp_path / "file_models")
     env = {"COMPRESSOR_AD_DB_URL": "sqlite:///env.sqlite", "COMPRESSOR_AD_MODEL_DIR": str(tmp_path / "env_models")}
     settings = load_settings(path, env=env)
     assert settings.db_url == "sqlite:///env.sqlite"
@@ -78,7 +80,7 @@ def test_with_section_changes_one_section_and_validates():
     settings = with_section(Settings(), "training", epochs=2, seed=9)
     assert (settings.training.epochs, settings.training.seed) == (2, 9)
     assert settings.data == Settings().data
-    with pytest.raises(SettingsError, match="window must be at least 2"):
+    with pytest.raises(SettingsError, match=r"window = 1 is out of range: must be in \[2, 10000\]"):
         with_section(settings, "data", window=1)
 
 
@@ -98,20 +100,20 @@ def test_with_section_changes_one_section_and_validates():
         ('database = "sqlite:///x"\n', r"\[database\] must be a table"),
         ("[database]\nurl = 5\n", r"\[database\] must be a table with one string key"),
         ("model_dir = 5\n", "model_dir must be a string"),
-        ("[data]\nwindow = 1\n", r"\[data\] window must be at least 2"),
+        ("[data]\nwindow = 1\n", r"\[data\] window = 1 is out of range: must be in \[2, 10000\]"),
         ("[data]\nfeatures = []\n", r"\[data\] features must not be empty"),
         ('[data]\nfeatures = ["flow", "flow"]\n', r"\[data\] features contains duplicates"),
-        ("[data]\nsampling_interval_s = 0\n", r"sampling_interval_s must be > 0"),
-        ("[data]\nmax_gap_factor = 0.5\n", r"max_gap_factor >= 1"),
+        ("[data]\nsampling_interval_s = 0\n", r"sampling_interval_s = 0 is out of range: must be in \(0, 86400\]"),
+        ("[data]\nmax_gap_factor = 0.5\n", r"max_gap_factor = 0.5 is out of range"),
         ('[data]\nmissing_value_rule = "zero"\n', r"\[data\] missing_value_rule must be one of"),
         ('[detection]\nthreshold_rule = "p99"\n', r"\[detection\] threshold_rule must be one of"),
-        ("[detection]\nconsecutive_trigger = 0\n", r"\[detection\] consecutive_trigger must be at least 1"),
-        ("[training]\ncalibration_fraction = 0.7\n", r"\[training\] calibration_fraction must be in \[0.05, 0.5\]"),
+        ("[training]\ncalibration_fraction = 0.7\n", r"\[training\] calibration_fraction = 0.7 is out of range: must be in \[0.05, 0.5\]"),
         ('[detection]\nalarm_rule = "vote"\n', r"\[detection\] alarm_rule must be one of"),
-        ("[detection]\nalarm_k = 30\n", r"1 <= alarm_k <= alarm_n <= 128"),
-        ("[detection]\nfalse_alarm_rate = 0.0\n", r"false_alarm_rate must be in \(0, 0.5\)"),
-        ("[detection]\nquiet_windows = -1\n", r"quiet_windows >= 0"),
-        ("[scheduler]\nparallel_compressors = -1\n", r"\[scheduler\] parallel_compressors must be >= 0"),
+        ("[detection]\nalarm_k = 30\n", r"alarm_k = 30 must not exceed alarm_n = 20"),
+        ("[detection]\nfalse_alarm_rate = 0.0\n", r"false_alarm_rate = 0.0 is out of range: must be in \(0, 0.5\]"),
+        ("[detection]\nquiet_windows = -1\n", r"quiet_windows = -1 is out of range"),
+        ("[detection]\nconsecutive_trigger = 0\n", r"\[detection\] consecutive_trigger = 0 is out of range"),
+        ("[scheduler]\nparallel_compressors = -1\n", r"\[scheduler\] parallel_compressors = -1 is out of range"),
         ("[data\nwindow = 3\n", "is not valid TOML"),
     ],
 )
@@ -127,4 +129,36 @@ def test_missing_config_file(tmp_path):
 
 def test_the_example_config_loads_and_states_the_defaults():
     example = Path(__file__).resolve().parents[1] / "config.example.toml"
-    assert load_settings(example, env={}) == Settings()
+    assert load_settings(example, env={}) == load_settings(None, env={})  # paths resolved alike: the file sits at the project root
+def test_defaults_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, env={})
+    assert settings.model_dir == PROJECT_ROOT / "var/models" and str(PROJECT_ROOT) in settings.db_url
+    assert load_settings(None, env={}, model_dir="given").model_dir == Path("given")  # command line: as given
+
+
+def test_every_range_is_checked_at_both_ends():
+    for (section, name), (low, high, low_allowed) in RANGES.items():
+        default = getattr(getattr(Settings(), section), name)
+        kind = int if isinstance(default, int) else float
+        below = kind(low - 1) if low_allowed else kind(low)
+        above = kind(high * 2 + 1)
+        for value in (below, above):
+            with pytest.raises(SettingsError, match=rf"\[{section}\] {name} = .* is out of range"):
+                with_section(Settings(), section, **{name: value})
+        room = {"alarm_n": int(high)} if name == "alarm_k" else {}  # alarm_k may not exceed alarm_n
+        with_section(Settings(), section, **{name: kind(high)}, **room)  # the highest allowed value is accepted
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[detection]\nthreshold_k = -5\n", r"\[detection\] threshold_k = -5 is out of range: must be in \(0, 100\]"),
+        ("[detection]\nconsecutive_trigger = 1000000\n", r"consecutive_trigger = 1000000 is out of range: must be in \[1, 128\]"),
+        ("[scheduler]\nlease_seconds = 0\n", r"lease_seconds = 0 is out of range"),
+        ("[training]\nlearning_rate = 0.0\n", r"learning_rate = 0.0 is out of range"),
+    ],
+)
+def test_out_of_range_values_in_a_file_are_refused(tmp_path, text, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings(write(tmp_path, text), env={})
