@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     files = find_files(args.data or default_data_dir(), args.quick)
     base = base_settings(args)
     variants = variants_for(args, base)
-    log.info("%d files, %d configurations, settings from %s", len(files), len(variants), args.config or DEFAULT_CONFIG)
+    log.info("%d files, %d configurations, settings from %s", len(files), len(variants), LAYOUT_CONFIG if args.defaults else args.config or DEFAULT_CONFIG)
     with tempfile.TemporaryDirectory(prefix="skab-") as work:
         outcomes = run_benchmark(files, base, variants, Path(work))
     log.info("benchmark finished in %.1f s", time.perf_counter() - started)

@@ -111,7 +111,6 @@ def stored_alarm_state(
     rows = conn.execute(
         sa.select(table.c.model_version, table.c.consecutive_count, table.c.alarm_state)
         .where(table.c.compressor_id == compressor_id, table.c.window_end == window_end)
-        .order_by(table.c.model_version)
     ).all()
     states = {version: (int(count), state) for version, count, state in rows}
     if model_version in states:

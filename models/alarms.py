@@ -101,11 +101,6 @@ class AlarmRule:
     def from_dict(cls, data: dict) -> "AlarmRule":
         return cls(str(data["rule"]), int(data["n"]), int(data["k"]), float(data["h"]), int(data["quiet_windows"]))
 
-    @property
-    def min_windows(self) -> int:
-        """Fewest anomalous windows that can open an episode (the rule's built-in delay)."""
-        return {"consecutive": self.n, "k_of_n": self.k}.get(self.rule, int(np.ceil(self.h / _CUSUM_STEP)))
-
     def apply(
         self, scores: np.ndarray, threshold: float, breaks: np.ndarray | None = None, initial: AlarmState | None = None
     ) -> "AlarmTrace":

@@ -124,7 +124,7 @@ def calibrate_compressor(detector, cid: str, held_out: WindowSet, settings: Sett
     scores = detector.fit_normal(cid, folds_of(held_out, settings.training.calibration_folds))
     target = None
     if det.threshold_rule == "false_alarm_rate":
-        threshold, _ = false_alarm_rate_threshold(scores, det.false_alarm_rate)
+        threshold = false_alarm_rate_threshold(scores, det.false_alarm_rate)
         target = det.false_alarm_rate
     elif det.threshold_rule == "mean_std":
         threshold = mean_std_threshold(scores, det.threshold_k)

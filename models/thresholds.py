@@ -40,17 +40,15 @@ def windows_needed(rate: float) -> int:
     return math.ceil((1.0 - rate) / rate)
 
 
-def false_alarm_rate_threshold(scores: np.ndarray, rate: float) -> tuple[float, bool]:
-    """(threshold, sound): the conformal (1 - rate) quantile of normal scores.
+def false_alarm_rate_threshold(scores: np.ndarray, rate: float) -> float:
+    """The conformal (1 - rate) quantile of normal scores.
 
-    `sound` is False when there are fewer than windows_needed(rate) scores; the threshold is then
-    the largest score, whose expected false-alarm rate is 1 / (n + 1) > rate.
+    With fewer than windows_needed(rate) scores it is the largest score, whose expected
+    false-alarm rate is 1 / (n + 1) > rate (models/calibration.py warns about that).
     """
     scores = np.sort(_scores(scores))
     rank = math.ceil((len(scores) + 1) * (1.0 - rate))
-    if rank > len(scores):
-        return float(scores[-1]), False
-    return float(scores[rank - 1]), True
+    return float(scores[min(rank, len(scores)) - 1])
 
 
 def alarm_budget_threshold(

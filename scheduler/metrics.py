@@ -41,7 +41,7 @@ class DaemonMetrics:
         self.rows_read = Counter("compressor_ad_rows_read", "Source rows read", by_cid, registry=r)
         self.windows_scored = Counter("compressor_ad_windows_scored", "Windows scored", by_cid, registry=r)
         self.anomaly_points = Counter("compressor_ad_anomaly_points", "Windows whose score exceeded the threshold", by_cid, registry=r)
-        self.alerts = Counter("compressor_ad_alerts_triggered", "Alerts triggered (N consecutive anomalous windows)", by_cid, registry=r)
+        self.alerts = Counter("compressor_ad_alerts_triggered", "Alert episodes opened (the model's alarm rule held)", by_cid, registry=r)
         self.checkpoint_lag = Gauge(
             "compressor_ad_checkpoint_lag_seconds", "Latest source row minus the checkpoint (rows not yet scored)", by_cid, registry=r
         )

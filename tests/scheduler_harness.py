@@ -41,6 +41,14 @@ CONFIG = """
 window = 10
 lateness_allowance_s = 1800.0
 
+[detection]
+# a threshold at 5 % of held-out windows and short episodes, so a few hours hold anomaly runs,
+# episodes and quiet periods for the batch-boundary tests to cut through
+false_alarm_rate = 0.05
+alarm_n = 6
+alarm_k = 3
+quiet_windows = 4
+
 [training]
 epochs = 2
 batch_size = 128

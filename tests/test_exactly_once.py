@@ -259,8 +259,9 @@ def test_an_anomaly_run_split_over_two_batches_triggers_as_in_one(fleet, tmp_pat
     detailed = one["lstm_predictions_detailed"]
     # Split inside an anomaly run: after a window whose run goes on in the next window.
     following = detailed.groupby("compressor_id")["consecutive_count"].shift(-1)
-    inside = detailed[(detailed["consecutive_count"] >= 1) & (following > detailed["consecutive_count"])]
-    assert len(inside), "the fleet must contain anomaly runs of at least two windows"
+    inside = detailed[(detailed["consecutive_count"] >= 1) & (following > detailed["consecutive_count"]) & detailed["in_alert"].astype(bool)]
+    assert len(inside), "the fleet must contain anomaly runs of at least two windows inside an alert episode"
+    assert detailed["triggered"].astype(bool).sum() >= 2, "the fleet must open more than one episode"
     split = inside.iloc[len(inside) // 2]
     halves = fleet.settings(f"sqlite:///{tmp_path / 'halves.sqlite'}", config)
     two_engine, two_tables = prepared(halves.db_url, halves)

@@ -150,7 +150,7 @@ def test_false_alarm_rate_threshold_and_its_record(trained):
     for cid in bundle.thresholds:
         record = calibrate_compressor(bundle.detector, cid, held_out(trained, cid, settings), settings, bundle.alarm)
         scores = out_of_fold(bundle, trained, cid, settings)
-        assert record.threshold == false_alarm_rate_threshold(scores, rate)[0]
+        assert record.threshold == false_alarm_rate_threshold(scores, rate)
         assert record.target_rate == rate and record.held_out_rate <= rate
         assert record.start < record.end
 
