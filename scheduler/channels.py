@@ -14,6 +14,7 @@ import smtplib
 import ssl
 import urllib.error
 import urllib.request
+from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Mapping, Protocol
@@ -25,6 +26,9 @@ from core.settings import NotifySettings
 
 SIGNATURE_HEADER = "X-Compressor-AD-Signature"  # "sha256=" + hex HMAC-SHA256 of the raw body
 KEY_HEADER = "Idempotency-Key"
+
+
+_UNFOLDED = policy.SMTP.clone(max_line_length=998)  # the 64-character idempotency key stays on its header's line
 
 
 class DeliveryError(Exception):
@@ -105,7 +109,7 @@ class Email:
     def message(self, key: str, payload: str) -> EmailMessage:
         data = json.loads(payload)
         kind = data["event"].rsplit("_", 1)[-1]
-        msg = EmailMessage()
+        msg = EmailMessage(policy=_UNFOLDED)
         msg["Subject"] = printable(f"[compressor-ad] alert {kind}: compressor {data['compressor_id']} ({data['top_signals'] or 'no signals'})", 200)
         msg["From"], msg["To"] = self.notify.email_from, ", ".join(self.notify.email_to)
         msg["Message-ID"] = f"<{key}@compressor-ad>"
