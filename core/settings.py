@@ -7,6 +7,8 @@ Environment variables:
     COMPRESSOR_AD_MODEL_DIR         model directory (versions live under it)
     COMPRESSOR_AD_CONFIG            TOML file to read when --config is not given
     COMPRESSOR_AD_OPCUA_PASSWORD    OPC UA user password (the variable is named by [opcua] password_env)
+    COMPRESSOR_AD_WEBHOOK_SECRET    webhook HMAC secret (the variable is named by [notify] webhook_secret_env)
+    COMPRESSOR_AD_SMTP_PASSWORD     SMTP login password (the variable is named by [notify] smtp_password_env)
 
 Relative paths: the defaults (database file, model directory) are under PROJECT_ROOT, paths in a
 TOML file are relative to that file's directory, and paths from the environment or the command
@@ -166,6 +168,51 @@ class OpcUaSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """When windows are not alarmed on (pipeline/suppression.py).
+
+    stopped_when: ((signal, level), ...) from TOML `{ flow = 1000.0 }`: a row with any of these
+    signals below its level is a stopped compressor; a window whose last row is stopped is
+    `stopped`, one with an earlier stopped row `starting`; neither opens an alert episode.
+    """
+
+    stopped_when: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Where notifications of alert episodes go (scheduler/notifier.py); nothing is sent when no channel is set.
+
+    A channel is configured by webhook_url (webhook) or smtp_host (e-mail). Secrets come from a
+    file (`*_file`) or, without one, the environment variable named by `*_env`.
+    """
+
+    on_end: bool = False  # also notify when an episode ends (quiet period reached)
+    backfill: bool = False  # a backfill writes notifications too (default: only live runs do)
+    attempts: int = 3  # tries per delivery pass
+    backoff_s: float = 2.0  # first wait between tries; doubles per try and per failed pass
+    backoff_max_s: float = 3600.0
+    webhook_url: str = ""
+    webhook_secret_file: str = ""
+    webhook_secret_env: str = "COMPRESSOR_AD_WEBHOOK_SECRET"
+    webhook_timeout_s: float = 10.0
+    ca_file: str = ""  # extra CA bundle for the webhook and SMTP TLS (default: the system's)
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password_file: str = ""
+    smtp_password_env: str = "COMPRESSOR_AD_SMTP_PASSWORD"
+    smtp_timeout_s: float = 10.0
+    email_from: str = ""
+    email_to: tuple[str, ...] = ()
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The configured channels, in delivery order."""
+        return tuple(name for name, on in (("webhook", self.webhook_url), ("email", self.smtp_host)) if on)
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings of the pipeline."""
 
@@ -177,6 +224,8 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     opcua: OpcUaSettings = field(default_factory=OpcUaSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with top-level fields changed."""
@@ -194,6 +243,8 @@ _SECTIONS = {
     "detection": DetectionSettings,
     "training": TrainingSettings,
     "scheduler": SchedulerSettings,
+    "alerts": AlertSettings,
+    "notify": NotifySettings,
 }
 
 
@@ -207,6 +258,8 @@ def _build_section(cls: type, values: Mapping[str, Any], section: str) -> Any:
         default = getattr(cls(), name)
         if name == "value_ranges":
             value = _value_ranges(value, section)
+        elif name == "stopped_when":
+            value = _levels(value, section)
         elif isinstance(default, tuple):
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                 raise SettingsError(f"[{section}] {name} must be a list of strings")
@@ -234,6 +287,13 @@ def _value_ranges(value: Any, section: str) -> tuple[tuple[str, float, float], .
             raise SettingsError(f"[{section}] value_ranges.{signal} must be [low, high] with low < high, got {bounds!r}")
         ranges.append((signal, float(bounds[0]), float(bounds[1])))
     return tuple(ranges)
+
+
+def _levels(value: Any, section: str) -> tuple[tuple[str, float], ...]:
+    """`{signal = level, ...}` from TOML as ((signal, level), ...), sorted by signal."""
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        raise SettingsError(f"[{section}] stopped_when must be a table of signal = level, e.g. {{ flow = 1000.0 }}")
+    return tuple((signal, float(level)) for signal, level in sorted(value.items()))
 
 
 # (section, setting): (lowest, highest, lowest allowed itself); the highest is always allowed.
@@ -267,6 +327,12 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
     ("scheduler", "retry_base_delay_s"): (0, 600, True),
     ("scheduler", "read_chunk_rows"): (1, 10**8, True),
     ("scheduler", "parallel_compressors"): (0, 256, True),
+    ("notify", "attempts"): (1, 100, True),
+    ("notify", "backoff_s"): (0, 86_400, True),
+    ("notify", "backoff_max_s"): (0, 7 * 86_400, True),
+    ("notify", "webhook_timeout_s"): (0, 600, False),
+    ("notify", "smtp_port"): (1, 65_535, True),
+    ("notify", "smtp_timeout_s"): (0, 600, False),
 }
 
 
@@ -299,8 +365,24 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"[detection] alarm_rule must be one of {ALARM_RULES}")
     if det.alarm_k > det.alarm_n:
         raise SettingsError(f"[detection] alarm_k = {det.alarm_k} must not exceed alarm_n = {det.alarm_n}")
+    unknown = sorted({signal for signal, _ in settings.alerts.stopped_when} - set(data.features))
+    if unknown:
+        raise SettingsError(f"[alerts] stopped_when names signal(s) that are not features: {', '.join(unknown)}")
+    _validate_notify(settings.notify)
     _validate_opcua(settings)
     return settings
+
+
+def _validate_notify(notify: NotifySettings) -> None:
+    for name in ("on_end", "backfill"):
+        if not isinstance(getattr(notify, name), bool):
+            raise SettingsError(f"[notify] {name} must be true or false, got {getattr(notify, name)!r}")
+    if notify.webhook_url and not notify.webhook_url.startswith("https://"):
+        raise SettingsError("[notify] webhook_url must be an https:// URL (the signature protects the body, TLS its secrecy)")
+    if notify.smtp_host and not (notify.email_from and notify.email_to):
+        raise SettingsError("[notify] smtp_host needs email_from and email_to")
+    if notify.smtp_password_file and not notify.smtp_username:
+        raise SettingsError("[notify] smtp_password_file needs smtp_username")
 
 
 def _validate_opcua(settings: Settings) -> None:

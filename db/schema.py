@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql, mysql
 
 from core.settings import Settings
+from db.alert_schema import AlertTables, ColumnTypes, build_alert_tables
 from db.identifiers import UnsafeIdentifierError, check_derived, check_identifier, error_column
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,11 @@ Score = sa.Double().with_variant(mssql.FLOAT(53), "mssql")
 AlarmStateText = sa.Unicode(100)  # models/alarms.py AlarmState.encode()
 
 # Nullable columns added after the first release: create_all adds them to existing tables.
-ADDED_COLUMNS = {DETAILED_TABLE: ("in_alert", "alarm_state"), CHECKPOINT_TABLE: ("alarm_state",)}
+ADDED_COLUMNS = {
+    DETAILED_TABLE: ("in_alert", "alarm_state", "operating_mode", "maintenance"),
+    CHECKPOINT_TABLE: ("alarm_state",),
+    SUMMARY_TABLE: ("maintenance_windows", "stopped_windows"),
+}
 
 
 @dataclass(frozen=True)
@@ -43,10 +48,12 @@ class Tables:
     checkpoint: sa.Table
     day_counts: sa.Table
     error_columns: tuple[str, ...]
+    alerts: AlertTables
 
     @property
     def result_tables(self) -> tuple[sa.Table, ...]:
-        return (self.detailed, self.summary, self.results, self.checkpoint, self.day_counts)
+        a = self.alerts
+        return (self.detailed, self.summary, self.results, self.checkpoint, self.day_counts, a.episodes, a.maintenance, a.notifications)
 
 
 def build_tables(settings: Settings) -> Tables:
@@ -90,6 +97,8 @@ def build_tables(settings: Settings) -> Tables:
         sa.Column("top_features", sa.Unicode(200)),
         sa.Column("in_alert", sa.Boolean),
         sa.Column("alarm_state", AlarmStateText),
+        sa.Column("operating_mode", sa.Unicode(16)),  # running / starting / stopped ([alerts] stopped_when)
+        sa.Column("maintenance", sa.Boolean),  # window_end inside a maintenance window
         *[sa.Column(c, Score) for c in error_columns],
         sa.Column("created_at", Timestamp, nullable=False),
         sa.UniqueConstraint("compressor_id", "window_end", "model_version", name="uq_detailed_window"),
@@ -111,6 +120,8 @@ def build_tables(settings: Settings) -> Tables:
         sa.Column("rows_rejected", sa.Integer, nullable=False),
         sa.Column("rejection_reasons", Text),
         sa.Column("gaps", sa.Integer, nullable=False),
+        sa.Column("maintenance_windows", sa.Integer),
+        sa.Column("stopped_windows", sa.Integer),
         sa.Column("model_version", sa.Unicode(40)),
         sa.Column("duration_s", Score, nullable=False),
         sa.Column("status", sa.Unicode(16), nullable=False),
@@ -152,7 +163,8 @@ def build_tables(settings: Settings) -> Tables:
         sa.Column("row_count", sa.Integer, nullable=False),
         sa.Column("counted_through", Timestamp, nullable=False),
     )
-    return Tables(metadata, source, detailed, summary, results, checkpoint, day_counts, error_columns)
+    alerts = build_alert_tables(metadata, ColumnTypes(Id, Timestamp, Score, Text))
+    return Tables(metadata, source, detailed, summary, results, checkpoint, day_counts, error_columns, alerts)
 
 
 def create_all(engine: sa.Engine, tables: Tables, include_source: bool = True) -> None:

@@ -15,7 +15,9 @@ stays open until ``quiet_windows`` windows in a row have not been anomalous; onl
 open a new one. So one fault that flickers raises one alert, not one per flicker.
 
 A data gap (``breaks[i]``) restarts the rule's statistic, never the episode: a gap inside a fault
-does not raise a second alert. The whole state after a window is an `AlarmState`, carried across
+does not raise a second alert. A *suppressed* window (``suppressed[i]``: under maintenance, or the
+compressor stopped or starting) restarts the statistic too, counts as normal for an open episode
+and can never open one; its own anomaly flag is kept. The whole state after a window is an `AlarmState`, carried across
 batches (checkpoint and stored windows) so that a run split over two batches alarms as in one.
 """
 from __future__ import annotations
@@ -102,13 +104,19 @@ class AlarmRule:
         return cls(str(data["rule"]), int(data["n"]), int(data["k"]), float(data["h"]), int(data["quiet_windows"]))
 
     def apply(
-        self, scores: np.ndarray, threshold: float, breaks: np.ndarray | None = None, initial: AlarmState | None = None
+        self,
+        scores: np.ndarray,
+        threshold: float,
+        breaks: np.ndarray | None = None,
+        initial: AlarmState | None = None,
+        suppressed: np.ndarray | None = None,
     ) -> "AlarmTrace":
         """Run the rule over a score series, starting from `initial` (the state after the window before)."""
         scores = np.asarray(scores, dtype=np.float64)
         n = len(scores)
         flags = scores > threshold
         gap = np.zeros(n, dtype=bool) if breaks is None else np.asarray(breaks, dtype=bool)
+        quiet_only = np.zeros(n, dtype=bool) if suppressed is None else np.asarray(suppressed, dtype=bool)
         steps = np.clip(scores / threshold - 1.0, -_CUSUM_STEP, _CUSUM_STEP) if threshold > 0 else np.where(flags, 1.0, -1.0)
         run_out = np.zeros(n, dtype=np.int64)
         open_out = np.zeros(n, dtype=bool)
@@ -118,13 +126,15 @@ class AlarmRule:
         run, recent, cusum, is_open, quiet = state.run, state.recent, state.cusum, state.open, state.quiet
         mask = (1 << self.n) - 1
         for i in range(n):
-            if gap[i]:
+            if gap[i] or quiet_only[i]:
                 run, recent, cusum = 0, 0, 0.0
-            flag = bool(flags[i])
+            flag = bool(flags[i]) and not quiet_only[i]
             run = run + 1 if flag else 0
             recent = ((recent << 1) | flag) & mask
-            cusum = max(0.0, cusum + float(steps[i]))
-            if self.rule == "consecutive":
+            cusum = 0.0 if quiet_only[i] else max(0.0, cusum + float(steps[i]))
+            if quiet_only[i]:
+                holds = False
+            elif self.rule == "consecutive":
                 holds = run >= self.n
             elif self.rule == "k_of_n":
                 holds = recent.bit_count() >= self.k

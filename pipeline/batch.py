@@ -53,6 +53,8 @@ from db.source import bad_timestamps, count_rows_after, nth_timestamp_before, re
 from models.alarms import AlarmState
 from models.artifacts import ModelBundle
 from pipeline import lateness
+from pipeline.episodes import rewrite_episodes
+from pipeline.suppression import RUNNING, for_compressor
 from pipeline.scoring import score_windows
 from pipeline.timing import StageTimer
 from pipeline.validate import CleanRows, validate_rows, value_limits
@@ -77,6 +79,10 @@ class BatchOutcome:
     rows_rejected: int = 0
     reasons: Counter = field(default_factory=Counter)
     gaps: int = 0
+    maintenance_windows: int = 0
+    stopped_windows: int = 0
+    episodes_opened: int = 0
+    notifications_queued: int = 0
     range_start: datetime | None = None
     range_end: datetime | None = None
     model_version: str | None = None
@@ -94,8 +100,11 @@ class BatchOutcome:
         text = (
             f"compressor {self.compressor_id} [{self.mode}] {self.status}: rows={self.rows_read} "
             f"windows={self.windows_scored} anomalies={self.anomaly_points} alerts={self.triggered_events} "
-            f"rejected={self.rows_rejected} gaps={self.gaps} ({self.duration_s:.2f} s)"
+            f"rejected={self.rows_rejected} gaps={self.gaps}"
         )
+        if self.maintenance_windows or self.stopped_windows or self.notifications_queued:
+            text += f" maintenance={self.maintenance_windows} stopped={self.stopped_windows} notifications={self.notifications_queued}"
+        text += f" ({self.duration_s:.2f} s)"
         return text + (f" - {self.message}" if self.message else "")
 
     def summary_row(self, batch_id: str) -> dict:
@@ -112,6 +121,8 @@ class BatchOutcome:
             "rows_rejected": self.rows_rejected,
             "rejection_reasons": json.dumps(dict(sorted(self.reasons.items()))) if self.reasons else None,
             "gaps": self.gaps,
+            "maintenance_windows": self.maintenance_windows,
+            "stopped_windows": self.stopped_windows,
             "model_version": self.model_version,
             "duration_s": round(self.duration_s, 4),
             "status": self.status,
@@ -222,6 +233,7 @@ def _count_bad_timestamps(conn: sa.Connection, tables: Tables, settings: Setting
 def _score_and_write(
     conn: sa.Connection,
     tables: Tables,
+    settings: Settings,
     bundle: ModelBundle,
     outcome: BatchOutcome,
     windows: WindowSet,
@@ -230,10 +242,13 @@ def _score_and_write(
     replace: tuple[datetime, datetime] | None,
     batch_id: str,
 ) -> pd.DataFrame:
-    """Score windows[first:], then replace this model version's results in `replace` by them."""
+    """Score windows[first:], then replace this model version's results (and alert episodes) in `replace` by them."""
     cid = outcome.compressor_id
+    todo = windows.take(slice(first, None))
+    span_ends = (_to_datetime(todo.end_times[0]), _to_datetime(todo.end_times[-1])) if len(todo) else None
+    suppression = for_compressor(conn, tables, settings, bundle.features, cid, *span_ends) if span_ends else None
     with outcome.timer.stage("scoring"):
-        scored = score_windows(bundle, cid, windows.take(slice(first, None)), tables.error_columns, initial, outcome.timer)
+        scored = score_windows(bundle, cid, todo, tables.error_columns, initial, outcome.timer, suppression)
     faults.hit("infer", conn)
     unscorable = len(windows) - first - len(scored)
     if unscorable:
@@ -242,6 +257,9 @@ def _score_and_write(
     outcome.windows_scored = len(scored)
     outcome.anomaly_points = int(scored["is_anomaly"].sum())
     outcome.triggered_events = int(scored["triggered"].sum())
+    if suppression is not None:
+        outcome.maintenance_windows = int(scored["maintenance"].sum())
+        outcome.stopped_windows = int((scored["operating_mode"] != RUNNING).sum())
     alerts = scored.loc[scored["triggered"], ["window_end", "top_features"]]
     outcome.alerts = [(_to_datetime(t), f) for t, f in alerts.itertuples(index=False)]
     now = utcnow()
@@ -253,6 +271,11 @@ def _score_and_write(
         insert_frame(conn, tables.detailed, detailed)
         faults.hit("write", conn)
         insert_frame(conn, tables.results, simple.assign(compressor_id=cid, model_version=bundle.version))
+        lo, hi = replace or span_ends or (None, None)
+        if lo is not None:
+            notify = outcome.mode == "live" or settings.notify.backfill
+            episodes = rewrite_episodes(conn, tables, settings, cid, bundle.version, scored, lo, hi, notify, now)
+            outcome.episodes_opened, outcome.notifications_queued = episodes.opened, episodes.notifications
     for when, signals in outcome.alerts:
         log.warning("ALERT compressor %s at %s: top signals %s", cid, when, signals)
     return scored
@@ -354,7 +377,7 @@ def live_batch(
     _count_fresh(outcome, frame, clean, after, settings, bundle)
     _count_bad_timestamps(conn, tables, settings, outcome)
     replace = (_to_datetime(ends[first]), _to_datetime(ends[-1])) if first < len(ends) else None
-    scored = _score_and_write(conn, tables, bundle, outcome, windows, first, initial, replace, batch_id)
+    scored = _score_and_write(conn, tables, settings, bundle, outcome, windows, first, initial, replace, batch_id)
     save_checkpoint(conn, tables, _advanced(checkpoint, scored, cid, end, bundle))
     lateness.store_counts(conn, tables, cid, counts)
     write_summary(conn, tables, outcome, batch_id)
@@ -399,7 +422,7 @@ def backfill_batch(
     initial = _stored_state(conn, tables, cid, bundle, ends, first)
     _count_fresh(outcome, frame, clean, before, settings, bundle)
     _count_bad_timestamps(conn, tables, settings, outcome)
-    scored = _score_and_write(conn, tables, bundle, outcome, windows, first, initial, (start, end), batch_id)
+    scored = _score_and_write(conn, tables, settings, bundle, outcome, windows, first, initial, (start, end), batch_id)
     if advance_checkpoint:
         current = read_checkpoint(conn, tables, cid)
         if current.last_timestamp is None or data_end > current.last_timestamp:

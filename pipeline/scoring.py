@@ -8,6 +8,7 @@ import pandas as pd
 
 from models.alarms import AlarmState
 from models.artifacts import ModelBundle
+from pipeline.suppression import RUNNING, Suppression
 from pipeline.timing import StageTimer
 from pipeline.windows import WindowSet
 
@@ -53,17 +54,23 @@ def score_windows(
     error_columns: tuple[str, ...],
     initial: AlarmState | None = None,
     timer: StageTimer | None = None,
+    suppression: Suppression | None = None,
 ) -> pd.DataFrame:
     """One row per window with a finite score: threshold, anomaly flag, run length, alarm episode and explanation.
 
     `initial` is the alarm state after the window before the first one (carried across batches);
-    `triggered` is True where an alert episode opens, `in_alert` while one is open.
+    `triggered` is True where an alert episode opens, `in_alert` while one is open. With
+    `suppression`, the columns operating_mode and maintenance say why a window may open no episode.
     """
     with timer.stage("inference") if timer else nullcontext():
         scores, errors, contributions = score_in_chunks(bundle, cid, ws)
     ws, scores, errors, contributions = finite_only(ws, scores, errors, contributions)
     threshold = bundle.threshold_for(cid)
-    trace = bundle.alarm.apply(scores, threshold, ws.breaks, initial)
+    modes = maintenance = suppressed = None
+    if suppression is not None:
+        modes, maintenance = suppression.modes(ws), suppression.under_maintenance(ws.end_times)
+        suppressed = (modes != RUNNING) | maintenance
+    trace = bundle.alarm.apply(scores, threshold, ws.breaks, initial, suppressed)
     anomalous = trace.is_anomaly
     frame = pd.DataFrame(
         {
@@ -81,6 +88,8 @@ def score_windows(
     labels = np.full(len(ws), None, dtype=object)
     labels[explained] = top_features(contributions[explained], bundle.features)
     frame["top_features"] = labels
+    if suppression is not None:
+        frame["operating_mode"], frame["maintenance"] = modes, maintenance
     for i, column in enumerate(error_columns):
         frame[column] = errors[:, i].astype(np.float64)
     return frame

@@ -408,9 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(PROJECT_ROOT / "var/demo"), help="where the report and plot go (default var/demo under the project root)")
     p.set_defaults(func=cmd_demo)
 
-    from scheduler import opcua_commands
+    from scheduler import alert_commands, opcua_commands
 
     opcua_commands.add_parsers(sub)
+    alert_commands.add_parsers(sub, iso_datetime)
     return parser
 
 
@@ -432,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format, args.log_file)
-    command = " ".join(filter(None, (args.command, getattr(args, "models_command", None))))
+    command = " ".join(filter(None, (args.command, getattr(args, "models_command", None) or getattr(args, "alerts_command", None) or getattr(args, "maintenance_command", None))))
     try:
         settings = load_settings(args.config, db_url=args.db_url, model_dir=args.model_dir)
         if getattr(args, "scoring_only", False):

@@ -34,6 +34,7 @@ from db.source import check_source_columns, list_compressors
 from models.artifacts import current_version, read_metadata
 from pipeline.batch import BatchOutcome
 from scheduler import lease
+from scheduler.notifier import deliver_after_run
 from scheduler.retry import with_retries
 from scheduler.runner import Runner, StopRequested, new_batch_id
 
@@ -268,6 +269,7 @@ class DaskExecutor:
             mode, report.batch_id, report.duration_s, len(report.outcomes),
             " ".join(f"{k}={v}" for k, v in totals.items()), len(report.failed),
         )
+        deliver_after_run(self.engine, self.tables, self.settings)
         return report
 
     @staticmethod

@@ -10,7 +10,8 @@ PHASE is one of the points below, N the N-th time this process reaches it (1-bas
 
 Points: read (rows read), infer (windows scored, nothing written), write (between the detailed and the
 simple result rows), commit (everything written, just before the transaction commits), release
-(committed, lease not yet released). Unset, `hit` returns at once.
+(committed, lease not yet released), notify (the run's batches committed, before the first
+notification is claimed and sent). Unset, `hit` returns at once.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 log = logging.getLogger(__name__)
 
 ENV_VAR = "COMPRESSOR_AD_CRASH_AT"
-PHASES = ("read", "infer", "write", "commit", "release")
+PHASES = ("read", "infer", "write", "commit", "release", "notify")
 ACTIONS = ("kill", "disconnect", "error")
 
 

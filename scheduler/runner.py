@@ -25,6 +25,7 @@ from db.source import check_source_columns, list_compressors
 from models.artifacts import ModelBundle, load_for_settings
 from pipeline.batch import BatchOutcome, backfill_batch, live_batch, write_summary
 from scheduler import faults, lease
+from scheduler.notifier import deliver_after_run
 from scheduler.retry import is_transient, with_retries
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,7 @@ class Runner:
             " ".join(f"{k}={v}" for k, v in totals.items()), len(report.failed),
             extra={"batch_id": report.batch_id, "mode": mode, "duration_s": round(report.duration_s, 3), **totals},
         )
+        deliver_after_run(self.engine, self.tables, self.settings)
         return report
 
     def run_once(self, only: list[str] | None = None, min_records: int | None = None) -> RunReport:
@@ -301,6 +303,8 @@ class Runner:
 
         scheduler = schedule.Scheduler()
         scheduler.every(interval_minutes).minutes.do(job)
+        if self.settings.notify.channels:  # failed deliveries come due between runs
+            scheduler.every(1).minutes.do(deliver_after_run, self.engine, self.tables, self.settings)
         job()
         while not self.stop and (max_runs is None or runs["count"] < max_runs):
             scheduler.run_pending()

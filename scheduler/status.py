@@ -1,4 +1,4 @@
-"""Fleet status: per compressor, checkpoint, rows waiting, the last batch and a lease held now.
+"""Fleet status: per compressor, checkpoint, rows waiting, the last batch, a lease held now, open alert episodes and unsent notifications.
 
 The table escapes every value (a compressor id with a newline cannot forge a row).
 """
@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from core.logs import printable
 from core.settings import Settings
+from db.alerts import open_episode_counts, pending_counts
 from db.results import read_checkpoints, utcnow
 from db.schema import Tables
 from db.source import count_rows_after, list_compressors
@@ -20,6 +21,9 @@ def fleet_status(engine: sa.Engine, tables: Tables, settings: Settings) -> list[
         has_results = inspector.has_table(tables.checkpoint.name)
         checkpoints = read_checkpoints(conn, tables) if has_results else {}
         leases = _live_leases(conn, tables) if has_results else {}
+        has_alerts = inspector.has_table(tables.alerts.notifications.name)
+        episodes = open_episode_counts(conn, tables) if has_alerts else {}
+        unsent = pending_counts(conn, tables) if has_alerts else {}
         compressors = sorted(set(list_compressors(conn, tables, settings)) | set(checkpoints))
         rows = []
         summary = tables.summary
@@ -40,6 +44,8 @@ def fleet_status(engine: sa.Engine, tables: Tables, settings: Settings) -> list[
                     "rows_waiting": count_rows_after(conn, tables, settings, cid, ckpt.last_timestamp if ckpt else None),
                     "last_batch": dict(last) if last else None,
                     "lease": leases.get(cid),
+                    "open_episodes": episodes.get(cid, 0),
+                    "notifications": unsent.get(cid, {"pending": 0, "failing": 0, "last_error": None}),
                 }
             )
     return rows
@@ -71,4 +77,14 @@ def format_status(rows: list[dict]) -> str:
             f"{printable(row['compressor_id'], 64):<12} {checkpoint:<20} {row['rows_waiting']:>8}  {printable(last.get('batch_id', '-'), 26):<26} "
             f"{printable(last.get('status', '-'), 12):<12} {str(last.get('windows_scored', '-')):>8} {str(last.get('triggered_events', '-')):>6}  {lease_text}"
         )
+    pending = sum(row.get("notifications", {}).get("pending", 0) for row in rows)
+    if pending:
+        failing = [row for row in rows if row["notifications"]["failing"]]
+        text = f"notifications: {pending} unsent"
+        if failing:
+            text += f", {sum(r['notifications']['failing'] for r in failing)} failing (last error: {printable(failing[-1]['notifications']['last_error'], 300)})"
+        lines.append(text)
+    episodes = sum(row.get("open_episodes", 0) for row in rows)
+    if episodes:
+        lines.append(f"alert episodes not closed: {episodes} (run_scheduler.py alerts list)")
     return "\n".join(lines)

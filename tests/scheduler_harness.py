@@ -61,13 +61,16 @@ retry_attempts = 4
 retry_base_delay_s = 0.2
 """
 # Columns that differ between any two runs: surrogate keys, batch ids, wall-clock times, lease holders.
-VOLATILE = {"id", "batch_id", "created_at", "started_at", "finished_at", "duration_s", "updated_at", "lease_owner", "lease_expires_at"}
+VOLATILE = {"id", "batch_id", "created_at", "started_at", "finished_at", "duration_s", "updated_at", "lease_owner", "lease_expires_at", "next_attempt_at", "sent_at", "claimed_until"}
 KEYS = {
     "lstm_predictions_detailed": ["compressor_id", "window_end", "model_version"],
     "anomaly_detection_results": ["compressor_id", "timestamp", "model_version"],
     "lstm_batch_summary": ["compressor_id", "mode", "range_start", "range_end", "status"],
     "lstm_scheduler_checkpoint": ["compressor_id"],
     "lstm_source_day_counts": ["compressor_id", "day_start"],
+    "alert_episodes": ["compressor_id", "model_version", "start_time"],
+    "maintenance_windows": ["compressor_id", "starts_at", "ends_at"],
+    "alert_notifications": ["idempotency_key", "channel"],
 }
 
 

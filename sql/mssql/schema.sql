@@ -42,6 +42,8 @@ CREATE TABLE lstm_predictions_detailed (
 	top_features NVARCHAR(200) NULL,
 	in_alert BIT NULL,
 	alarm_state NVARCHAR(100) NULL,
+	operating_mode NVARCHAR(16) NULL,
+	maintenance BIT NULL,
 	err_filter_dp FLOAT(53) NULL,
 	err_seal_gas_flow FLOAT(53) NULL,
 	err_seal_gas_diff_pressure FLOAT(53) NULL,
@@ -80,6 +82,8 @@ CREATE TABLE lstm_batch_summary (
 	rows_rejected INTEGER NOT NULL,
 	rejection_reasons NVARCHAR(1000) NULL,
 	gaps INTEGER NOT NULL,
+	maintenance_windows INTEGER NULL,
+	stopped_windows INTEGER NULL,
 	model_version NVARCHAR(40) NULL,
 	duration_s FLOAT(53) NOT NULL,
 	status NVARCHAR(16) NOT NULL,
@@ -124,4 +128,65 @@ CREATE TABLE lstm_source_day_counts (
 	counted_through DATETIME2 NOT NULL,
 	PRIMARY KEY (compressor_id, day_start)
 );
+GO
+
+CREATE TABLE alert_episodes (
+	id BIGINT NOT NULL IDENTITY,
+	compressor_id NVARCHAR(64) NOT NULL,
+	model_version NVARCHAR(40) NOT NULL,
+	start_time DATETIME2 NOT NULL,
+	end_time DATETIME2 NULL,
+	peak_score FLOAT(53) NOT NULL,
+	peak_at DATETIME2 NOT NULL,
+	threshold FLOAT(53) NOT NULL,
+	top_features NVARCHAR(200) NULL,
+	state NVARCHAR(16) NOT NULL,
+	acknowledged_by NVARCHAR(100) NULL,
+	acknowledged_at DATETIME2 NULL,
+	closed_by NVARCHAR(100) NULL,
+	closed_at DATETIME2 NULL,
+	note NVARCHAR(1000) NULL,
+	created_at DATETIME2 NOT NULL,
+	updated_at DATETIME2 NOT NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT uq_episode_start UNIQUE (compressor_id, model_version, start_time)
+);
+GO
+CREATE INDEX ix_episodes_state ON alert_episodes (state, start_time);
+GO
+
+CREATE TABLE maintenance_windows (
+	id BIGINT NOT NULL IDENTITY,
+	compressor_id NVARCHAR(64) NOT NULL,
+	starts_at DATETIME2 NOT NULL,
+	ends_at DATETIME2 NOT NULL,
+	reason NVARCHAR(1000) NOT NULL,
+	created_at DATETIME2 NOT NULL,
+	PRIMARY KEY (id)
+);
+GO
+CREATE INDEX ix_maintenance_compressor_time ON maintenance_windows (compressor_id, starts_at);
+GO
+
+CREATE TABLE alert_notifications (
+	id BIGINT NOT NULL IDENTITY,
+	idempotency_key NVARCHAR(64) NOT NULL,
+	channel NVARCHAR(16) NOT NULL,
+	kind NVARCHAR(16) NOT NULL,
+	compressor_id NVARCHAR(64) NOT NULL,
+	episode_start DATETIME2 NOT NULL,
+	model_version NVARCHAR(40) NOT NULL,
+	payload NVARCHAR(4000) NOT NULL,
+	status NVARCHAR(16) NOT NULL,
+	attempts INTEGER NOT NULL,
+	next_attempt_at DATETIME2 NOT NULL,
+	claimed_until DATETIME2 NULL,
+	last_error NVARCHAR(1000) NULL,
+	created_at DATETIME2 NOT NULL,
+	sent_at DATETIME2 NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT uq_notification_key UNIQUE (idempotency_key, channel)
+);
+GO
+CREATE INDEX ix_notifications_status ON alert_notifications (status, next_attempt_at);
 GO

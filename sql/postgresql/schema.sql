@@ -40,6 +40,8 @@ CREATE TABLE lstm_predictions_detailed (
 	top_features VARCHAR(200),
 	in_alert BOOLEAN,
 	alarm_state VARCHAR(100),
+	operating_mode VARCHAR(16),
+	maintenance BOOLEAN,
 	err_filter_dp DOUBLE PRECISION,
 	err_seal_gas_flow DOUBLE PRECISION,
 	err_seal_gas_diff_pressure DOUBLE PRECISION,
@@ -76,6 +78,8 @@ CREATE TABLE lstm_batch_summary (
 	rows_rejected INTEGER NOT NULL,
 	rejection_reasons VARCHAR(1000),
 	gaps INTEGER NOT NULL,
+	maintenance_windows INTEGER,
+	stopped_windows INTEGER,
 	model_version VARCHAR(40),
 	duration_s DOUBLE PRECISION NOT NULL,
 	status VARCHAR(16) NOT NULL,
@@ -116,3 +120,58 @@ CREATE TABLE lstm_source_day_counts (
 	counted_through TIMESTAMP WITHOUT TIME ZONE NOT NULL,
 	PRIMARY KEY (compressor_id, day_start)
 );
+
+CREATE TABLE alert_episodes (
+	id BIGSERIAL NOT NULL,
+	compressor_id VARCHAR(64) NOT NULL,
+	model_version VARCHAR(40) NOT NULL,
+	start_time TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	end_time TIMESTAMP WITHOUT TIME ZONE,
+	peak_score DOUBLE PRECISION NOT NULL,
+	peak_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	threshold DOUBLE PRECISION NOT NULL,
+	top_features VARCHAR(200),
+	state VARCHAR(16) NOT NULL,
+	acknowledged_by VARCHAR(100),
+	acknowledged_at TIMESTAMP WITHOUT TIME ZONE,
+	closed_by VARCHAR(100),
+	closed_at TIMESTAMP WITHOUT TIME ZONE,
+	note VARCHAR(1000),
+	created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	updated_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT uq_episode_start UNIQUE (compressor_id, model_version, start_time)
+);
+CREATE INDEX ix_episodes_state ON alert_episodes (state, start_time);
+
+CREATE TABLE maintenance_windows (
+	id BIGSERIAL NOT NULL,
+	compressor_id VARCHAR(64) NOT NULL,
+	starts_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	ends_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	reason VARCHAR(1000) NOT NULL,
+	created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	PRIMARY KEY (id)
+);
+CREATE INDEX ix_maintenance_compressor_time ON maintenance_windows (compressor_id, starts_at);
+
+CREATE TABLE alert_notifications (
+	id BIGSERIAL NOT NULL,
+	idempotency_key VARCHAR(64) NOT NULL,
+	channel VARCHAR(16) NOT NULL,
+	kind VARCHAR(16) NOT NULL,
+	compressor_id VARCHAR(64) NOT NULL,
+	episode_start TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	model_version VARCHAR(40) NOT NULL,
+	payload VARCHAR(4000) NOT NULL,
+	status VARCHAR(16) NOT NULL,
+	attempts INTEGER NOT NULL,
+	next_attempt_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	claimed_until TIMESTAMP WITHOUT TIME ZONE,
+	last_error VARCHAR(1000),
+	created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	sent_at TIMESTAMP WITHOUT TIME ZONE,
+	PRIMARY KEY (id),
+	CONSTRAINT uq_notification_key UNIQUE (idempotency_key, channel)
+);
+CREATE INDEX ix_notifications_status ON alert_notifications (status, next_attempt_at);

@@ -40,6 +40,8 @@ CREATE TABLE lstm_predictions_detailed (
 	top_features VARCHAR(200),
 	in_alert BOOLEAN,
 	alarm_state VARCHAR(100),
+	operating_mode VARCHAR(16),
+	maintenance BOOLEAN,
 	err_filter_dp DOUBLE,
 	err_seal_gas_flow DOUBLE,
 	err_seal_gas_diff_pressure DOUBLE,
@@ -76,6 +78,8 @@ CREATE TABLE lstm_batch_summary (
 	rows_rejected INTEGER NOT NULL,
 	rejection_reasons VARCHAR(1000),
 	gaps INTEGER NOT NULL,
+	maintenance_windows INTEGER,
+	stopped_windows INTEGER,
 	model_version VARCHAR(40),
 	duration_s DOUBLE NOT NULL,
 	status VARCHAR(16) NOT NULL,
@@ -116,3 +120,58 @@ CREATE TABLE lstm_source_day_counts (
 	counted_through DATETIME NOT NULL,
 	PRIMARY KEY (compressor_id, day_start)
 );
+
+CREATE TABLE alert_episodes (
+	id INTEGER NOT NULL,
+	compressor_id VARCHAR(64) NOT NULL,
+	model_version VARCHAR(40) NOT NULL,
+	start_time DATETIME NOT NULL,
+	end_time DATETIME,
+	peak_score DOUBLE NOT NULL,
+	peak_at DATETIME NOT NULL,
+	threshold DOUBLE NOT NULL,
+	top_features VARCHAR(200),
+	state VARCHAR(16) NOT NULL,
+	acknowledged_by VARCHAR(100),
+	acknowledged_at DATETIME,
+	closed_by VARCHAR(100),
+	closed_at DATETIME,
+	note VARCHAR(1000),
+	created_at DATETIME NOT NULL,
+	updated_at DATETIME NOT NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT uq_episode_start UNIQUE (compressor_id, model_version, start_time)
+);
+CREATE INDEX ix_episodes_state ON alert_episodes (state, start_time);
+
+CREATE TABLE maintenance_windows (
+	id INTEGER NOT NULL,
+	compressor_id VARCHAR(64) NOT NULL,
+	starts_at DATETIME NOT NULL,
+	ends_at DATETIME NOT NULL,
+	reason VARCHAR(1000) NOT NULL,
+	created_at DATETIME NOT NULL,
+	PRIMARY KEY (id)
+);
+CREATE INDEX ix_maintenance_compressor_time ON maintenance_windows (compressor_id, starts_at);
+
+CREATE TABLE alert_notifications (
+	id INTEGER NOT NULL,
+	idempotency_key VARCHAR(64) NOT NULL,
+	channel VARCHAR(16) NOT NULL,
+	kind VARCHAR(16) NOT NULL,
+	compressor_id VARCHAR(64) NOT NULL,
+	episode_start DATETIME NOT NULL,
+	model_version VARCHAR(40) NOT NULL,
+	payload VARCHAR(4000) NOT NULL,
+	status VARCHAR(16) NOT NULL,
+	attempts INTEGER NOT NULL,
+	next_attempt_at DATETIME NOT NULL,
+	claimed_until DATETIME,
+	last_error VARCHAR(1000),
+	created_at DATETIME NOT NULL,
+	sent_at DATETIME,
+	PRIMARY KEY (id),
+	CONSTRAINT uq_notification_key UNIQUE (idempotency_key, channel)
+);
+CREATE INDEX ix_notifications_status ON alert_notifications (status, next_attempt_at);

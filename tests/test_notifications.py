@@ -1,0 +1,158 @@
+"""Notifications through real receivers on 127.0.0.1: an HTTPS webhook and an SMTP server with STARTTLS and login.
+
+Delivery, retry after the receiver was down, no duplicate after a SIGKILL between commit and send,
+no secret in any log line, and nothing imported or sent without a channel.
+"""
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from alert_servers import SmtpReceiver, WebhookReceiver, self_signed
+from models.artifacts import promote, save_bundle
+from scheduler.notifier import deliver
+from scheduler.runner import Runner
+from scheduler.status import fleet_status, format_status
+from scheduler_harness import ROOT, TRAIN_END, Scheduler, append, killed, prepared, scheduler_env, trained_small_fleet, write_config
+from test_alert_episodes import episodes, touchy
+
+SECRET = "whsec-7c1f0e9a2b4d4f3e8a61"
+PASSWORD = "smtp-pw-51d2b8e0c7a94f"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    return trained_small_fleet(tmp_path_factory.getbasetemp() / "small_fleet")
+
+
+@pytest.fixture
+def tls(tmp_path):
+    return self_signed(tmp_path)
+
+
+def _secret_file(tmp_path, name, value):
+    path = tmp_path / name
+    path.write_text(value + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return str(path)
+
+
+def _db(fleet, tmp_path, notify: dict):
+    config = write_config(tmp_path / "notify.toml", notify={"backoff_s": 0.01, "attempts": 2, **notify})
+    settings = fleet.settings(f"sqlite:///{tmp_path / 'n.sqlite'}", config)
+    engine, tables = prepared(settings.db_url, settings)
+    t = fleet.telemetry
+    append(engine, tables, t[t["timestamp"] <= TRAIN_END + timedelta(hours=1.5)])
+    return settings, engine, tables, config
+
+
+def _outbox(engine, tables):
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(tables.alerts.notifications).order_by("id")).mappings()]
+
+
+def _no_secret_logged(caplog, *secrets):
+    for record in caplog.records:
+        text = record.getMessage()
+        assert not any(s in text for s in secrets), text
+
+
+def test_webhook_retried_after_receiver_was_down_delivered_once_signed(fleet, tmp_path, tls, caplog):
+    caplog.set_level(logging.DEBUG)
+    receiver = WebhookReceiver(*tls, SECRET)  # port reserved, server not started yet: the receiver is down
+    settings, engine, tables, _ = _db(fleet, tmp_path, {"webhook_url": receiver.url, "webhook_secret_file": _secret_file(tmp_path, "hook", SECRET), "ca_file": str(tls[0])})
+    bundle = touchy(fleet.bundle)
+    Runner(settings, engine, bundle).run_once()
+    opened = episodes(engine, tables)
+    rows = _outbox(engine, tables)
+    assert len(rows) == len(opened) > 0 and {r["channel"] for r in rows} == {"webhook"}
+    assert all(r["status"] == "pending" and r["attempts"] == 2 and "webhook 127.0.0.1" in r["last_error"] for r in rows)
+    status = fleet_status(engine, tables, settings)
+    assert sum(r["notifications"]["failing"] for r in status) == len(rows)
+    assert f"notifications: {len(rows)} unsent, {len(rows)} failing" in format_status(status)
+
+    receiver.start()
+    try:
+        report = deliver(engine, tables, settings)
+        assert (report.sent, report.failed) == (len(rows), 0)
+        # A replay and a backfill of the same windows write no second notification; nothing more is sent.
+        Runner(settings, engine, bundle).run_once()
+        Runner(settings, engine, bundle).backfill(TRAIN_END + timedelta(seconds=1), TRAIN_END + timedelta(hours=1.5))
+        assert deliver(engine, tables, settings).sent == 0
+    finally:
+        receiver.stop()
+    keys = [m["key"] for m in receiver.received]
+    assert receiver.rejected == 0 and len(keys) == len(set(keys)) == len(opened)
+    assert {m["body"]["idempotency_key"] for m in receiver.received} == set(keys)
+    assert {(m["body"]["compressor_id"], m["body"]["start_time"]) for m in receiver.received} == {(r.compressor_id, r.start_time.isoformat()) for r in opened.itertuples()}
+    assert all(r["status"] == "sent" and r["sent_at"] for r in _outbox(engine, tables))
+    assert sum(r["notifications"]["pending"] for r in fleet_status(engine, tables, settings)) == 0
+    _no_secret_logged(caplog, SECRET)
+
+
+def test_email_over_starttls_with_login(fleet, tmp_path, tls, caplog):
+    caplog.set_level(logging.DEBUG)
+    with SmtpReceiver(*tls, "alerts@plant", PASSWORD) as smtp:
+        notify = {
+            "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_username": "alerts@plant", "smtp_password_file": _secret_file(tmp_path, "smtp", PASSWORD),
+            "email_from": "compressor-ad@plant", "email_to": ["reliability@plant", "control-room@plant"], "ca_file": str(tls[0]),
+        }
+        settings, engine, tables, _ = _db(fleet, tmp_path, notify)
+        Runner(settings, engine, touchy(fleet.bundle)).run_once()
+        opened = episodes(engine, tables)
+        assert len(smtp.messages) == len(opened) > 0 and smtp.logins
+        messages = [email.message_from_bytes(m, policy=email.policy.default) for m in smtp.messages]
+        keys = {m["Idempotency-Key"] for m in messages}
+        assert len(keys) == len(opened) and all(m["Message-ID"] == f"<{m['Idempotency-Key']}@compressor-ad>" for m in messages)
+        assert all(m["To"] == "reliability@plant, control-room@plant" and "alert opened: compressor" in m["Subject"] for m in messages)
+        assert deliver(engine, tables, settings).sent == 0
+    _no_secret_logged(caplog, PASSWORD)
+
+
+def test_sigkill_between_commit_and_send_delivers_on_the_next_run_once(fleet, tmp_path, tls):
+    receiver = WebhookReceiver(*tls, SECRET).start()
+    try:
+        settings, engine, tables, config = _db(fleet, tmp_path, {"webhook_url": receiver.url, "webhook_secret_file": _secret_file(tmp_path, "hook", SECRET), "ca_file": str(tls[0])})
+        model_dir = tmp_path / "models"
+        bundle = touchy(fleet.bundle)
+        save_bundle(bundle, model_dir)
+        promote(model_dir, bundle.version)
+        scheduler = Scheduler(config, settings.db_url, model_dir, tmp_path / "logs")
+        code, log = scheduler.run("run", "--once", crash_at="notify:1")
+        assert killed(code), log[-3000:]
+        pending = _outbox(engine, tables)
+        assert pending and not receiver.received and all(r["status"] == "pending" and r["attempts"] == 0 for r in pending)
+        code, log = scheduler.run("run", "--once")
+        assert code == 0, log[-3000:]
+        code, log = scheduler.run("run", "--once")
+        assert code == 0, log[-3000:]
+    finally:
+        receiver.stop()
+    keys = [m["key"] for m in receiver.received]
+    assert len(keys) == len(set(keys)) == len(pending) == len(episodes(engine, tables))
+    assert SECRET not in "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
+
+
+def test_without_a_channel_nothing_is_written_imported_or_sent(fleet, tmp_path):
+    settings, engine, tables, config = _db(fleet, tmp_path, {})
+    model_dir = tmp_path / "models"
+    bundle = touchy(fleet.bundle)
+    save_bundle(bundle, model_dir)
+    promote(model_dir, bundle.version)
+    probe = (
+        "import sys; from core.settings import load_settings; from db.engine import make_engine; from scheduler.runner import Runner; "
+        f"s = load_settings({str(config)!r}, env={{}}, db_url={settings.db_url!r}, model_dir={str(model_dir)!r}); "
+        "assert Runner(s, make_engine(s.db_url)).run_once().ok; "
+        "print(sorted(m for m in ('scheduler.channels', 'tenacity', 'smtplib', 'aiosmtpd') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=scheduler_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert len(episodes(engine, tables)) > 0 and _outbox(engine, tables) == []
