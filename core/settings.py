@@ -132,6 +132,16 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Where `run --once` sends its run metrics (README, Operations); nothing when both are empty."""
+
+    pushgateway: str = ""  # Prometheus Pushgateway URL, e.g. "http://pushgateway:9091"
+    textfile: str = ""  # node-exporter textfile collector file, e.g. "/var/lib/prometheus/node-exporter/compressor_ad.prom"
+    job: str = "compressor_ad"  # the Pushgateway job (grouping key, with instance = this host)
+    run_interval_minutes: float = 15.0  # how often cron / the timer starts `run --once`; the alert rules count in it
+
+
+@dataclass(frozen=True)
 class OpcUaSettings:
     """Where the collector reads telemetry (`collect`): endpoint, security and the node map.
 
@@ -177,6 +187,7 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     opcua: OpcUaSettings = field(default_factory=OpcUaSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with top-level fields changed."""
@@ -194,6 +205,7 @@ _SECTIONS = {
     "detection": DetectionSettings,
     "training": TrainingSettings,
     "scheduler": SchedulerSettings,
+    "metrics": MetricsSettings,
 }
 
 
@@ -267,6 +279,7 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
     ("scheduler", "retry_base_delay_s"): (0, 600, True),
     ("scheduler", "read_chunk_rows"): (1, 10**8, True),
     ("scheduler", "parallel_compressors"): (0, 256, True),
+    ("metrics", "run_interval_minutes"): (0, 7 * 1440, False),
 }
 
 
@@ -300,7 +313,18 @@ def validate(settings: Settings) -> Settings:
     if det.alarm_k > det.alarm_n:
         raise SettingsError(f"[detection] alarm_k = {det.alarm_k} must not exceed alarm_n = {det.alarm_n}")
     _validate_opcua(settings)
+    _validate_metrics(settings)
     return settings
+
+
+def _validate_metrics(settings: Settings) -> None:
+    met = settings.metrics
+    if met.pushgateway and not re.match(r"https?://[^/\s]+", met.pushgateway):
+        raise SettingsError(f"[metrics] pushgateway must be an http:// or https:// URL, got {met.pushgateway!r}")
+    if met.textfile and not met.textfile.endswith(".prom"):
+        raise SettingsError(f"[metrics] textfile must end in .prom (the node exporter reads only those), got {met.textfile!r}")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,63}", met.job):
+        raise SettingsError(f"[metrics] job must be 1-64 letters, digits, '_' or '-', got {met.job!r}")
 
 
 def _validate_opcua(settings: Settings) -> None:
