@@ -231,6 +231,11 @@ def test_prometheus_scrapes_the_compose_services():
     api = targets["compressor-ad-api"]
     assert api["static_configs"][0]["targets"] == ["api:8000"]
     assert api["authorization"]["credentials_file"] == "/run/secrets/api_key"
+    assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text(encoding="utf-8"))["services"]
+    assert "./prometheus/rules.yml:/etc/prometheus/rules.yml:ro" in services["prometheus"]["volumes"]
+    assert "./alertmanager/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro" in services["alertmanager"]["volumes"]
 
 
 def test_dockerfile():
