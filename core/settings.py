@@ -134,6 +134,16 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Where `run --once` sends its run metrics (README, Operations); nothing when both are empty."""
+
+    pushgateway: str = ""  # Prometheus Pushgateway URL, e.g. "http://pushgateway:9091"
+    textfile: str = ""  # node-exporter textfile collector file, e.g. "/var/lib/prometheus/node-exporter/compressor_ad.prom"
+    job: str = "compressor_ad"  # the Pushgateway job (grouping key, with instance = this host)
+    run_interval_minutes: float = 15.0  # how often cron / the timer starts `run --once`; the alert rules count in it
+
+
+@dataclass(frozen=True)
 class OpcUaSettings:
     """Where the collector reads telemetry (`collect`): endpoint, security and the node map.
 
@@ -226,6 +236,7 @@ class Settings:
     opcua: OpcUaSettings = field(default_factory=OpcUaSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with top-level fields changed."""
@@ -245,6 +256,7 @@ _SECTIONS = {
     "scheduler": SchedulerSettings,
     "alerts": AlertSettings,
     "notify": NotifySettings,
+    "metrics": MetricsSettings,
 }
 
 
@@ -333,6 +345,7 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
     ("notify", "webhook_timeout_s"): (0, 600, False),
     ("notify", "smtp_port"): (1, 65_535, True),
     ("notify", "smtp_timeout_s"): (0, 600, False),
+    ("metrics", "run_interval_minutes"): (0, 7 * 1440, False),
 }
 
 
@@ -370,6 +383,7 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"[alerts] stopped_when names signal(s) that are not features: {', '.join(unknown)}")
     _validate_notify(settings.notify)
     _validate_opcua(settings)
+    _validate_metrics(settings)
     return settings
 
 
@@ -383,6 +397,14 @@ def _validate_notify(notify: NotifySettings) -> None:
         raise SettingsError("[notify] smtp_host needs email_from and email_to")
     if notify.smtp_password_file and not notify.smtp_username:
         raise SettingsError("[notify] smtp_password_file needs smtp_username")
+def _validate_metrics(settings: Settings) -> None:
+    met = settings.metrics
+    if met.pushgateway and not re.match(r"https?://[^/\s]+", met.pushgateway):
+        raise SettingsError(f"[metrics] pushgateway must be an http:// or https:// URL, got {met.pushgateway!r}")
+    if met.textfile and not met.textfile.endswith(".prom"):
+        raise SettingsError(f"[metrics] textfile must end in .prom (the node exporter reads only those), got {met.textfile!r}")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,63}", met.job):
+        raise SettingsError(f"[metrics] job must be 1-64 letters, digits, '_' or '-', got {met.job!r}")
 
 
 def _validate_opcua(settings: Settings) -> None:

@@ -147,16 +147,55 @@ def _expose_metrics(args, runner) -> None:
         raise PipelineError("--metrics-port works with the local executor only")
     from scheduler.metrics import expose
 
-    expose(runner, args.metrics_host, args.metrics_port)
+    expose(runner, args.metrics_host, args.metrics_port, args.interval)
+
+
+def _run_metrics_settings(args, settings: Settings) -> Settings:
+    """--pushgateway / --metrics-textfile over [metrics]; they belong to `run --once`."""
+    given = {k: v for k, v in (("pushgateway", args.pushgateway), ("textfile", args.metrics_textfile)) if v}
+    if given and args.interval is not None:
+        raise PipelineError("--pushgateway and --metrics-textfile are for run --once (the daemon serves --metrics-port)")
+    return with_section(settings, "metrics", **given) if given else settings
+
+
+def _run_once(args, settings: Settings, runner):
+    """One run; its metrics then pushed or written (`[metrics]`), whatever its outcome."""
+    config = settings.metrics
+    if not (config.pushgateway or config.textfile):
+        return runner.run_once(min_records=args.min_records)
+    if getattr(args, "executor", "local") != "local":
+        raise PipelineError("run metrics (--pushgateway, --metrics-textfile, [metrics]) work with the local executor only")
+    from scheduler.metrics import DaemonMetrics, instrument
+    from scheduler.metrics_export import export_run
+
+    metrics = DaemonMetrics()
+    metrics.run_interval.set(config.run_interval_minutes * 60)
+    instrument(runner, metrics)
+    try:
+        report = runner.run_once(min_records=args.min_records)
+    except Exception:
+        try:
+            export_run(metrics, config, succeeded=False)
+        except PipelineError as exc:  # the run's own error is the one to report
+            log.error("%s", exc)
+        raise
+    try:
+        export_run(metrics, config, report.ok)
+    except PipelineError as exc:
+        if report.ok:
+            raise PipelineError(f"{exc} (the run itself succeeded)") from exc
+        log.error("%s", exc)
+    return report
 
 
 def cmd_run(args, settings: Settings) -> int:
+    settings = _run_metrics_settings(args, settings)
     with _executor(args, settings) as runner:
         if args.metrics_port is not None:
             _expose_metrics(args, runner)
         if args.interval is not None:
             return runner.run_forever(args.interval, args.min_records, args.max_runs)
-        report = runner.run_once(min_records=args.min_records)
+        report = _run_once(args, settings, runner)
     if not report.ok:
         raise PipelineError(f"run {report.batch_id} failed for compressor(s): {', '.join(report.failed)}")
     return 0
@@ -347,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-runs", type=int, help=argparse.SUPPRESS)
     p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port (with --interval)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 in a container)")
+    p.add_argument("--pushgateway", metavar="URL", help="with --once: push the run's metrics to this Prometheus Pushgateway (default [metrics] pushgateway)")
+    p.add_argument("--metrics-textfile", metavar="PATH", help="with --once: write the run's metrics to this node-exporter textfile, *.prom (default [metrics] textfile)")
     p.add_argument("--detector", choices=["lstm_ae", "iforest"], help="use the newest version of this detector instead of the promoted one")
     _add_executor_options(p)
     p.set_defaults(func=cmd_run, scoring_only=True)

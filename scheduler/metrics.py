@@ -1,8 +1,10 @@
-"""Prometheus metrics of the scheduler daemon (`run --interval M --metrics-port P`).
+"""Prometheus metrics of the scheduler: served by the daemon (`run --interval M --metrics-port P`),
+pushed or written to a textfile by `run --once` (scheduler/metrics_export.py).
 
 Every batch is counted through the Runner's `on_batch` hook, every run by wrapping `run_once`;
-after each run the checkpoint lag of every compressor is read from the database. Each
-`DaemonMetrics` has its own registry, so several can live in one process (tests).
+after each run the checkpoint lag and the open alert episode of every compressor are read from
+the database. Each `DaemonMetrics` has its own registry, so several can live in one process (tests).
+The alert rules in deploy/prometheus/rules.yml use only these names.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from core.errors import PipelineError
 from db.results import read_checkpoints, utcnow
+from models.alarms import AlarmState
 
 if TYPE_CHECKING:
     from pipeline.batch import BatchOutcome
@@ -36,6 +39,11 @@ class DaemonMetrics:
         self.runs_failed = Counter("compressor_ad_runs_failed", "Runs that failed or had a failed compressor", registry=r)
         self.run_duration = Histogram("compressor_ad_run_duration_seconds", "Duration of one run over the fleet", buckets=RUN_DURATION_BUCKETS, registry=r)
         self.last_success = Gauge("compressor_ad_last_success_timestamp_seconds", "Unix time of the last successful run", registry=r)
+        self.last_run = Gauge("compressor_ad_last_run_timestamp_seconds", "Unix time the last run ended, whatever its outcome (0: none yet)", registry=r)
+        self.last_run_success = Gauge("compressor_ad_last_run_success", "1 when the last run succeeded for every compressor, else 0", registry=r)
+        self.run_interval = Gauge("compressor_ad_run_interval_seconds", "How often a run is started (--interval, or [metrics] run_interval_minutes)", registry=r)
+        # Its value comes from the notification outbox (issue 16); until then nothing is pending.
+        self.notifications_pending = Gauge("compressor_ad_notifications_pending", "Notifications written but not yet delivered", registry=r)
         by_cid = ["compressor_id"]
         self.batches = Counter("compressor_ad_batches", "Batches by compressor and status", ["compressor_id", "status"], registry=r)
         self.rows_read = Counter("compressor_ad_rows_read", "Source rows read", by_cid, registry=r)
@@ -46,6 +54,9 @@ class DaemonMetrics:
             "compressor_ad_checkpoint_lag_seconds", "Latest source row minus the checkpoint (rows not yet scored)", by_cid, registry=r
         )
         self.checkpoint_age = Gauge("compressor_ad_checkpoint_age_seconds", "Now minus the checkpoint", by_cid, registry=r)
+        self.alert_open = Gauge(
+            "compressor_ad_alert_open", "1 while the compressor has an open alert episode (its live checkpoint's alarm state)", by_cid, registry=r
+        )
         self.model = Info("compressor_ad_model", "Model version in use", registry=r)
 
     def observe_batch(self, outcome: BatchOutcome) -> None:
@@ -61,8 +72,15 @@ class DaemonMetrics:
         if bundle is not None:
             self.model.info({"version": bundle.version, "detector": bundle.detector.name})
 
+    def observe_run(self, succeeded: bool) -> None:
+        ended = time.time()
+        self.last_run.set(ended)
+        self.last_run_success.set(1 if succeeded else 0)
+        if succeeded:
+            self.last_success.set(ended)
+
     def observe_checkpoints(self, engine: sa.Engine, tables, settings, now: datetime | None = None) -> None:
-        """Set lag and age of every checkpointed compressor (one indexed MAX query per compressor)."""
+        """Set lag, age and open episode of every checkpointed compressor (one indexed MAX query per compressor)."""
         now = now or utcnow()
         ts = tables.source.c[settings.source.timestamp_column]
         cid_column = tables.source.c[settings.source.compressor_column]
@@ -70,6 +88,8 @@ class DaemonMetrics:
             for cid, checkpoint in read_checkpoints(conn, tables).items():
                 if checkpoint.last_timestamp is None:
                     continue
+                state = AlarmState.decode(checkpoint.alarm_state, checkpoint.consecutive_count)
+                self.alert_open.labels(cid).set(1 if state.open else 0)
                 latest = conn.execute(sa.select(sa.func.max(ts)).where(cid_column == cid)).scalar()
                 self.checkpoint_age.labels(cid).set((now - checkpoint.last_timestamp).total_seconds())
                 if latest is not None:
@@ -93,30 +113,29 @@ def instrument(runner, metrics: DaemonMetrics) -> None:
             report = run_once(*args, **kwargs)
         except Exception:
             metrics.runs_failed.inc()
+            metrics.observe_run(False)
             raise
         finally:
             metrics.run_duration.observe(time.perf_counter() - started)
             metrics.observe_model(runner.bundle)
         for cid in report.failed:
             metrics.batches.labels(cid, "failed").inc()
-        if report.ok:
-            metrics.runs_succeeded.inc()
-            metrics.last_success.set_to_current_time()
-        else:
-            metrics.runs_failed.inc()
-        try:
+        try:  # before the run is counted: a scrape that sees the run sees its checkpoints
             metrics.observe_checkpoints(runner.engine, runner.tables, runner.settings)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("metrics: could not read checkpoint lag: %s", str(exc).splitlines()[0])
+        (metrics.runs_succeeded if report.ok else metrics.runs_failed).inc()
+        metrics.observe_run(report.ok)
         return report
 
     runner.on_batch = on_batch
     runner.run_once = instrumented_run_once
 
 
-def expose(runner, host: str, port: int) -> DaemonMetrics:
+def expose(runner, host: str, port: int, interval_minutes: float) -> DaemonMetrics:
     """Instrument the runner and serve its metrics at http://host:port/metrics (a daemon thread)."""
     metrics = DaemonMetrics()
+    metrics.run_interval.set(interval_minutes * 60)
     instrument(runner, metrics)
     try:
         start_http_server(port, addr=host, registry=metrics.registry)

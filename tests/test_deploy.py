@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from core.settings import Settings
@@ -23,12 +24,19 @@ from service.metrics import ServiceMetrics
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "compressor_anomaly.json"
+# The SQL Server dashboard, and the copies deploy/grafana/generate.py makes for the other servers.
+DASHBOARDS = {
+    "mssql": (DASHBOARD, DEPLOY / "grafana/provisioning/datasources/datasources.yml"),
+    "postgresql": (DEPLOY / "grafana/postgresql/dashboards/compressor_anomaly.json", DEPLOY / "grafana/postgresql/datasources.yml"),
+    "mariadb": (DEPLOY / "grafana/mariadb/dashboards/compressor_anomaly.json", DEPLOY / "grafana/mariadb/datasources.yml"),
+}
+SQL_DATASOURCES = {"mssql", "grafana-postgresql-datasource", "mysql"}
 
 SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum", "_created"), "info": ("_info",)}
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset", "le"}
 SQL_WORDS = {
     "select", "distinct", "from", "where", "and", "or", "not", "in", "is", "null", "as", "order", "by", "group",
-    "asc", "desc", "cast", "sum", "max", "min", "avg", "count",
+    "asc", "desc", "cast", "sum", "max", "min", "avg", "count", "case", "when", "then", "else", "end",
 }
 
 
@@ -43,8 +51,8 @@ def exported_metric_names() -> set[str]:
     return names
 
 
-def dashboard_targets() -> list[dict]:
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+def dashboard_targets(path: Path = DASHBOARD) -> list[dict]:
+    dashboard = json.loads(path.read_text(encoding="utf-8"))
     return [t for p in dashboard["panels"] for t in p.get("targets", [])] + [
         {"datasource": v["datasource"], "rawSql": v["query"]} for v in dashboard["templating"]["list"] if v["type"] == "query"
     ]
@@ -67,8 +75,9 @@ def promql_metric_names(expr: str) -> set[str]:
 def sql_references(sql: str) -> tuple[set[str], set[str]]:
     """(tables, columns) a dashboard query reads; Grafana macros unwrapped, aliases and literals dropped."""
     sql = re.sub(r"\$__time(?:Filter|GroupAlias|Group)\(\s*([^,)]+)[^)]*\)", r" \1 ", sql)
-    sql = re.sub(r"\$\w+", " ", sql)
-    sql = re.sub(r"'[^']*'", " ", sql).replace("[", " ").replace("]", " ")
+    sql = re.sub(r"\$\{[^}]*\}|\$\w+", " ", sql)
+    sql = re.sub(r"'[^']*'", " ", sql)
+    sql = re.sub(r"[\[\]\"`]", " ", sql)
     sql = re.sub(r"\bAS\s+\w+", " ", sql, flags=re.IGNORECASE)  # aliases, and the type of a CAST
     tables = set(re.findall(r"\b(?:FROM|JOIN)\s+(\w+)", sql, flags=re.IGNORECASE))
     words = set(re.findall(r"\b[A-Za-z_]\w*\b", sql)) - tables
@@ -109,11 +118,26 @@ def test_promql_name_extraction():
     assert promql_metric_names("time() - last_success") == {"last_success"}
 
 
-def test_dashboard_sql_references_existing_tables_and_columns():
+def schema_columns() -> dict[str, set[str]]:
+    """Columns of every table and of the anomaly_events view (sql/sqlite/views.sql on a scratch SQLite file)."""
     tables = build_tables(Settings())
     known = {t.name: {c.name for c in t.columns} for t in (tables.source, *tables.result_tables)}
-    queries = [t["rawSql"] for t in dashboard_targets() if t["datasource"]["type"] == "mssql"]
-    assert len(queries) >= 4
+    engine = sa.create_engine("sqlite://")
+    with engine.begin() as conn:
+        tables.metadata.create_all(conn)
+        conn.connection.executescript((ROOT / "sql/sqlite/views.sql").read_text(encoding="utf-8"))
+        known["anomaly_events"] = {c["name"] for c in sa.inspect(conn).get_columns("anomaly_events")}
+    engine.dispose()
+    return known
+
+
+@pytest.mark.parametrize("dialect", DASHBOARDS)
+def test_dashboard_sql_references_existing_tables_and_columns(dialect):
+    known = schema_columns()
+    targets = dashboard_targets(DASHBOARDS[dialect][0])
+    assert {t["datasource"]["type"] for t in targets} - {"prometheus"} == {_sql_type(dialect)}
+    queries = [t["rawSql"] for t in targets if t["datasource"]["type"] in SQL_DATASOURCES]
+    assert len(queries) >= 6
     read = set()
     for sql in queries:
         used_tables, used_columns = sql_references(sql)
@@ -121,7 +145,38 @@ def test_dashboard_sql_references_existing_tables_and_columns():
         available = set().union(*(known[t] for t in used_tables))
         assert used_columns <= available, f"unknown column(s) {sorted(used_columns - available)} in {sql!r}"
         read |= used_tables
-    assert {"lstm_predictions_detailed", "anomaly_detection_results"} <= read
+    assert {"lstm_predictions_detailed", "anomaly_events", "lstm_batch_summary", "lstm_scheduler_checkpoint"} <= read
+
+
+def _sql_type(dialect: str) -> str:
+    return {"mssql": "mssql", "postgresql": "grafana-postgresql-datasource", "mariadb": "mysql"}[dialect]
+
+
+@pytest.mark.parametrize("dialect", DASHBOARDS)
+def test_dashboard_shows_one_model_version_and_follows_the_compressor(dialect):
+    dashboard = json.loads(DASHBOARDS[dialect][0].read_text(encoding="utf-8"))
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    version = variables["model_version"]
+    assert not version["multi"] and not version["includeAll"] and version["current"] == {}  # Grafana picks the first: the promoted one
+    for target in dashboard_targets(DASHBOARDS[dialect][0]):
+        if target["datasource"]["type"] in SQL_DATASOURCES and "FROM lstm_scheduler_checkpoint" not in target["rawSql"] and "FROM lstm_batch_summary" not in target["rawSql"]:
+            assert "model_version = ${model_version:sqlstring}" in target["rawSql"] and "IN ($compressor)" in target["rawSql"], target["rawSql"]
+        if target["datasource"]["type"] == "prometheus" and "compressor_id" in target.get("legendFormat", ""):
+            assert 'compressor_id=~"$compressor"' in target["expr"], target["expr"]
+    titles = {p["title"]: p for p in dashboard["panels"]}
+    assert "FROM anomaly_events" in titles["Alert episodes"]["targets"][0]["rawSql"] and titles["Alert episodes"]["type"] == "table"
+
+
+def test_dashboard_copies_are_generated_from_the_sql_server_one():
+    sys.path.insert(0, str(DEPLOY / "grafana"))
+    try:
+        import generate
+    finally:
+        sys.path.pop(0)
+    for dialect in ("postgresql", "mariadb"):
+        assert DASHBOARDS[dialect][0].read_text(encoding="utf-8") == generate.render(generate.dashboard_for(dialect)), (
+            f"{DASHBOARDS[dialect][0]} is out of date: run python deploy/grafana/generate.py"
+        )
 
 
 def test_sql_reference_extraction():
@@ -129,10 +184,12 @@ def test_sql_reference_extraction():
     assert sql_references(sql) == ({"t"}, {"timestamp", "x", "y", "c"})
 
 
-def test_dashboard_datasources_are_provisioned():
-    provisioned = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/datasources.yml").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("dialect", DASHBOARDS)
+def test_dashboard_datasources_are_provisioned(dialect):
+    path, datasources = DASHBOARDS[dialect]
+    provisioned = yaml.safe_load(datasources.read_text(encoding="utf-8"))
     uids = {d["uid"]: d["type"] for d in provisioned["datasources"]}
-    for target in dashboard_targets():
+    for target in dashboard_targets(path):
         assert uids.get(target["datasource"]["uid"]) == target["datasource"]["type"]
     providers = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/dashboards.yml").read_text(encoding="utf-8"))["providers"]
     assert providers[0]["options"]["path"] == "/var/lib/grafana/dashboards"
@@ -174,6 +231,11 @@ def test_prometheus_scrapes_the_compose_services():
     api = targets["compressor-ad-api"]
     assert api["static_configs"][0]["targets"] == ["api:8000"]
     assert api["authorization"]["credentials_file"] == "/run/secrets/api_key"
+    assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text(encoding="utf-8"))["services"]
+    assert "./prometheus/rules.yml:/etc/prometheus/rules.yml:ro" in services["prometheus"]["volumes"]
+    assert "./alertmanager/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro" in services["alertmanager"]["volumes"]
 
 
 def test_dockerfile():
