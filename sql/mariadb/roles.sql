@@ -21,6 +21,9 @@ GRANT SELECT, INSERT, DELETE ON anomaly_detection_results TO compressor_ad_sched
 GRANT SELECT, INSERT ON lstm_batch_summary TO compressor_ad_scheduler;
 GRANT SELECT, INSERT, UPDATE ON lstm_scheduler_checkpoint TO compressor_ad_scheduler;
 GRANT SELECT, INSERT, DELETE ON lstm_source_day_counts TO compressor_ad_scheduler;
+GRANT SELECT, INSERT, UPDATE, DELETE ON alert_episodes TO compressor_ad_scheduler;
+GRANT SELECT, INSERT, UPDATE, DELETE ON alert_notifications TO compressor_ad_scheduler;
+GRANT SELECT, INSERT, DELETE ON maintenance_windows TO compressor_ad_scheduler;
 
 GRANT SELECT ON lstm_predictions_detailed TO compressor_ad_analyst;
 GRANT SELECT ON anomaly_detection_results TO compressor_ad_analyst;
@@ -28,3 +31,6 @@ GRANT SELECT ON lstm_batch_summary TO compressor_ad_analyst;
 GRANT SELECT ON lstm_scheduler_checkpoint TO compressor_ad_analyst;
 GRANT SELECT ON lstm_source_day_counts TO compressor_ad_analyst;
 GRANT SELECT ON anomaly_events TO compressor_ad_analyst;
+GRANT SELECT ON alert_episodes TO compressor_ad_analyst;
+GRANT SELECT ON alert_notifications TO compressor_ad_analyst;
+GRANT SELECT ON maintenance_windows TO compressor_ad_analyst;

@@ -23,6 +23,9 @@ GRANT SELECT, INSERT, DELETE ON dbo.anomaly_detection_results TO compressor_ad_s
 GRANT SELECT, INSERT ON dbo.lstm_batch_summary TO compressor_ad_scheduler;
 GRANT SELECT, INSERT, UPDATE ON dbo.lstm_scheduler_checkpoint TO compressor_ad_scheduler;
 GRANT SELECT, INSERT, DELETE ON dbo.lstm_source_day_counts TO compressor_ad_scheduler;
+GRANT SELECT, INSERT, UPDATE, DELETE ON dbo.alert_episodes TO compressor_ad_scheduler;
+GRANT SELECT, INSERT, UPDATE, DELETE ON dbo.alert_notifications TO compressor_ad_scheduler;
+GRANT SELECT, INSERT, DELETE ON dbo.maintenance_windows TO compressor_ad_scheduler;
 
 GRANT SELECT ON dbo.lstm_predictions_detailed TO compressor_ad_analyst;
 GRANT SELECT ON dbo.anomaly_detection_results TO compressor_ad_analyst;
@@ -30,4 +33,7 @@ GRANT SELECT ON dbo.lstm_batch_summary TO compressor_ad_analyst;
 GRANT SELECT ON dbo.lstm_scheduler_checkpoint TO compressor_ad_analyst;
 GRANT SELECT ON dbo.lstm_source_day_counts TO compressor_ad_analyst;
 GRANT SELECT ON dbo.anomaly_events TO compressor_ad_analyst;
+GRANT SELECT ON dbo.alert_episodes TO compressor_ad_analyst;
+GRANT SELECT ON dbo.alert_notifications TO compressor_ad_analyst;
+GRANT SELECT ON dbo.maintenance_windows TO compressor_ad_analyst;
 GO

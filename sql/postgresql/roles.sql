@@ -29,8 +29,12 @@ GRANT SELECT, INSERT, DELETE ON lstm_predictions_detailed, anomaly_detection_res
 GRANT SELECT, INSERT ON lstm_batch_summary TO compressor_ad_scheduler;
 GRANT SELECT, INSERT, UPDATE ON lstm_scheduler_checkpoint TO compressor_ad_scheduler;
 GRANT SELECT, INSERT, DELETE ON lstm_source_day_counts TO compressor_ad_scheduler;
+GRANT SELECT, INSERT, UPDATE, DELETE ON alert_episodes TO compressor_ad_scheduler;
+GRANT SELECT, INSERT, UPDATE, DELETE ON alert_notifications TO compressor_ad_scheduler;
+GRANT SELECT, INSERT, DELETE ON maintenance_windows TO compressor_ad_scheduler;
+GRANT USAGE ON SEQUENCE alert_episodes_id_seq, alert_notifications_id_seq, maintenance_windows_id_seq TO compressor_ad_scheduler;
 GRANT USAGE ON SEQUENCE lstm_predictions_detailed_id_seq, anomaly_detection_results_id_seq, lstm_batch_summary_id_seq
     TO compressor_ad_scheduler;
 
 GRANT SELECT ON lstm_predictions_detailed, anomaly_detection_results, lstm_batch_summary, lstm_scheduler_checkpoint,
-    lstm_source_day_counts, anomaly_events TO compressor_ad_analyst;
+    lstm_source_day_counts, anomaly_events, alert_episodes, alert_notifications, maintenance_windows TO compressor_ad_analyst;
