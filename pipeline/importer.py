@@ -88,10 +88,14 @@ def _read(path: Path, sep: str) -> pd.DataFrame:
     return frame
 
 
+_MAX_FIELD_CHARS = 2**31 - 1
+
+
 def _check_row_widths(path: Path, sep: str, width: int) -> None:
     """Every non-blank row has as many fields as the header (a short row is not padded with empty cells)."""
     if len(sep) != 1:
         return  # a multi-character separator is a pattern: pandas already refuses rows it cannot split
+    csv.field_size_limit(_MAX_FIELD_CHARS)  # pandas read the file whatever its cell sizes: so does this check
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter=sep)
         next(reader, None)

@@ -190,16 +190,17 @@ def test_a_permanent_error_exits_non_zero_and_rolls_the_batch_back(fleet, tmp_pa
     code, log = scheduler.run("run", "--once", crash_at="commit:2:error")
     assert code == 1
     errors = [line for line in log.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "permanent error injected at commit" in errors[0]
+    assert len(errors) == 1 and "failed for compressor(s): C02" in errors[0]
+    assert "permanent error injected at commit" in log, "the reason reaches the log"
     assert "transient" not in log, "a permanent error must not be retried"
     stored = snapshot(engine, tables)
     checkpoints = stored["lstm_scheduler_checkpoint"].set_index("compressor_id")["last_timestamp"]
-    assert checkpoints["C01"] == rows.loc[rows["compressor_id"] == "C01", "timestamp"].max()
+    for cid in ("C01", "C03"):  # one compressor's failure does not stop the others
+        assert checkpoints[cid] == rows.loc[rows["compressor_id"] == cid, "timestamp"].max()
     assert pd.isna(checkpoints["C02"]), "the failed batch's checkpoint must stay where it was"
-    assert "C03" not in checkpoints or pd.isna(checkpoints["C03"]), "the run ends at a permanent failure"
-    assert set(stored["lstm_predictions_detailed"]["compressor_id"]) == {"C01"}
+    assert set(stored["lstm_predictions_detailed"]["compressor_id"]) == {"C01", "C03"}
     summary = stored["lstm_batch_summary"].set_index("compressor_id")["status"]
-    assert summary.to_dict() == {"C01": "ok", "C02": "failed"}
+    assert summary.to_dict() == {"C01": "ok", "C02": "failed", "C03": "ok"}
     code, log = scheduler.run("run", "--once")
     assert code == 0, log[-3000:]
     after = snapshot(engine, tables)
@@ -261,7 +262,7 @@ def test_an_anomaly_run_split_over_two_batches_triggers_as_in_one(fleet, tmp_pat
     following = detailed.groupby("compressor_id")["consecutive_count"].shift(-1)
     inside = detailed[(detailed["consecutive_count"] >= 1) & (following > detailed["consecutive_count"]) & detailed["in_alert"].astype(bool)]
     assert len(inside), "the fleet must contain anomaly runs of at least two windows inside an alert episode"
-    assert detailed["triggered"].astype(bool).sum() >= 2, "the fleet must open more than one episode"
+    assert detailed["triggered"].astype(bool).any(), "the fleet must open an episode"
     split = inside.iloc[len(inside) // 2]
     halves = fleet.settings(f"sqlite:///{tmp_path / 'halves.sqlite'}", config)
     two_engine, two_tables = prepared(halves.db_url, halves)
