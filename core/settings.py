@@ -95,7 +95,7 @@ class DetectionSettings:
     detector: str = "lstm_ae"
     score: str = "mahalanobis"
     threshold_rule: str = "false_alarm_rate"
-    false_alarm_rate: float = 0.005
+    false_alarm_rate: float = 0.02
     threshold_k: float = 2.0
     alarm_budget_per_hour: float = 0.1
     alarm_rule: str = "k_of_n"

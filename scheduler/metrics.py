@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 from core.errors import PipelineError
+from db.alerts import pending_counts
 from db.results import read_checkpoints, utcnow
 from models.alarms import AlarmState
 
@@ -42,7 +43,7 @@ class DaemonMetrics:
         self.last_run = Gauge("compressor_ad_last_run_timestamp_seconds", "Unix time the last run ended, whatever its outcome (0: none yet)", registry=r)
         self.last_run_success = Gauge("compressor_ad_last_run_success", "1 when the last run succeeded for every compressor, else 0", registry=r)
         self.run_interval = Gauge("compressor_ad_run_interval_seconds", "How often a run is started (--interval, or [metrics] run_interval_minutes)", registry=r)
-        # Its value comes from the notification outbox (issue 16); until then nothing is pending.
+        # Unsent rows of the notification outbox (alert_notifications), read with the checkpoints.
         self.notifications_pending = Gauge("compressor_ad_notifications_pending", "Notifications written but not yet delivered", registry=r)
         by_cid = ["compressor_id"]
         self.batches = Counter("compressor_ad_batches", "Batches by compressor and status", ["compressor_id", "status"], registry=r)
@@ -80,11 +81,13 @@ class DaemonMetrics:
             self.last_success.set(ended)
 
     def observe_checkpoints(self, engine: sa.Engine, tables, settings, now: datetime | None = None) -> None:
-        """Set lag, age and open episode of every checkpointed compressor (one indexed MAX query per compressor)."""
+        """Set lag, age and open episode of every checkpointed compressor (one indexed MAX query per
+        compressor) and the count of undelivered notifications in the outbox."""
         now = now or utcnow()
         ts = tables.source.c[settings.source.timestamp_column]
         cid_column = tables.source.c[settings.source.compressor_column]
         with engine.connect() as conn:
+            self.notifications_pending.set(sum(entry["pending"] for entry in pending_counts(conn, tables).values()))
             for cid, checkpoint in read_checkpoints(conn, tables).items():
                 if checkpoint.last_timestamp is None:
                     continue

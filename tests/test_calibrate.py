@@ -61,7 +61,7 @@ def test_calibrate_keeps_weights_and_the_other_compressors(copied, capsys):
     line = next(l for l in listing.splitlines() if l.startswith(f"*") and child_version in l)
     assert "false_alarm_rate" in line and "alarm=k_of_n" in line
     detail = [l for l in listing.splitlines() if l.startswith("      C02:")]
-    assert len(detail) == 2 and all("target 0.500%" in l and "held-out rate" in l for l in detail)
+    assert len(detail) == 2 and all("target 2.000%" in l and "held-out rate" in l for l in detail)
 
 
 def test_calibrate_no_promote_and_bad_requests(copied, capsys):

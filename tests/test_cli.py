@@ -162,7 +162,7 @@ def test_models_list_and_promote(trained_fleet, tmp_path, capsys):
     assert len(listed) == 4 and listed[0].startswith(f"  {version}")  # the version, then one line per compressor
     assert "lstm_ae" in listed[0] and "compressors=3" in listed[0] and "alarm=k_of_n" in listed[0]
     assert [line.split(":")[0].strip() for line in listed[1:]] == ["C01", "C02", "C03"]
-    assert all("windows 2026-01-01" in line and "target 0.500%" in line for line in listed[1:])
+    assert all("windows 2026-01-01" in line and "target 2.000%" in line for line in listed[1:])
 
     assert main([*args, "models", "promote", version]) == 0
     assert capsys.readouterr().out.strip() == f"promoted {version}"

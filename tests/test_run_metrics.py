@@ -96,3 +96,28 @@ def test_metrics_options_are_for_run_once(tmp_path):
     done = subprocess.run([*base, "--once", "--metrics-textfile", str(tmp_path / "x.txt")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip() == f"error: [metrics] textfile must end in .prom (the node exporter reads only those), got '{tmp_path / 'x.txt'}'"
+
+
+def test_the_outbox_backlog_is_a_metric(settings):
+    """compressor_ad_notifications_pending counts the unsent rows of alert_notifications."""
+    from datetime import datetime
+
+    import sqlalchemy as sa
+    from prometheus_client import CollectorRegistry
+
+    from db.engine import make_engine
+    from db.schema import build_tables, create_all
+    from scheduler.metrics import DaemonMetrics
+
+    engine, tables = make_engine(settings.db_url), build_tables(settings)
+    create_all(engine, tables)
+    now = datetime(2026, 1, 2)
+    row = {"channel": "webhook", "kind": "opened", "compressor_id": "C01", "episode_start": now, "model_version": "v1",
+           "payload": "{}", "attempts": 0, "next_attempt_at": now, "created_at": now}
+    with engine.begin() as conn:
+        for key, status in (("a", "pending"), ("b", "pending"), ("c", "sent")):
+            conn.execute(sa.insert(tables.alerts.notifications).values(idempotency_key=key, status=status, **row))
+    registry = CollectorRegistry()
+    DaemonMetrics(registry).observe_checkpoints(engine, tables, settings)
+    engine.dispose()
+    assert registry.get_sample_value("compressor_ad_notifications_pending") == 2

@@ -170,12 +170,12 @@ def test_too_little_held_out_data_is_an_error_that_says_how_much_more(trained, c
 
     bundle, settings = fresh_copy(trained), with_section(trained["mean_std"], "detection", threshold_rule="false_alarm_rate")
     part = held_out(trained, "C01", settings)
-    with pytest.raises(CalibrationError, match=r"compressor C01: 12 held-out normal windows; .* at least 199 \(187 more, about 94 minutes"):
+    with pytest.raises(CalibrationError, match=r"compressor C01: 12 held-out normal windows; .* at least 49 \(37 more, about 18 minutes"):
         calibrate_compressor(bundle.detector, "C01", part.take(slice(0, 12)), settings, bundle.alarm)
     with caplog.at_level(logging.WARNING):
-        record = calibrate_compressor(bundle.detector, "C01", part.take(slice(0, 100)), settings, bundle.alarm)
-    assert "100 held-out normal windows" in caplog.text and "the threshold is the largest held-out score" in caplog.text
-    assert record.windows == 100
+        record = calibrate_compressor(bundle.detector, "C01", part.take(slice(0, 30)), settings, bundle.alarm)
+    assert "30 held-out normal windows" in caplog.text and "the threshold is the largest held-out score" in caplog.text
+    assert record.windows == 30
 
 
 def test_same_seed_same_model(trained):
