@@ -8,11 +8,13 @@ record written meanwhile) goes back to stderr unchanged. Call it once, before an
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
 import tempfile
+from typing import Iterator
 
 log = logging.getLogger("compressor_ad.tensorflow")
 # absl/glog lines (I0000 00:00:... file.cc:N] ...), absl's pre-init notice and the CPU-feature note's second line.
@@ -24,12 +26,24 @@ def import_tensorflow() -> None:
     if "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with runtime_output_to_log():
+        import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def runtime_output_to_log() -> Iterator[None]:
+    """Route the runtime's lines written to fd 2 meanwhile to the log at DEBUG (other lines back to stderr).
+
+    Also used around the first call of a compiled function, whose executable loaded from the
+    compilation cache makes XLA's loader note CPU tuning attributes (prefer-no-scatter, ...)
+    as if they were missing CPU features.
+    """
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)

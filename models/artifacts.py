@@ -34,11 +34,27 @@ CURRENT_FILE = "current.json"
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
-def _detector_classes() -> dict[str, Any]:
-    from models.iforest import IsolationForestDetector
-    from models.lstm_ae import LSTMAutoencoderDetector
+DETECTORS = ("lstm_ae", "iforest")
 
-    return {LSTMAutoencoderDetector.name: LSTMAutoencoderDetector, IsolationForestDetector.name: IsolationForestDetector}
+
+def _detector_class(name: str) -> Any:
+    """The class of a detector, imported only when it is loaded (the LSTM one starts TensorFlow)."""
+    if name == "lstm_ae":
+        from models.lstm_ae import LSTMAutoencoderDetector
+
+        return LSTMAutoencoderDetector
+    from models.iforest import IsolationForestDetector
+
+    return IsolationForestDetector
+
+
+@dataclass(frozen=True)
+class UnloadedDetector:
+    """A detector as its metadata describes it, before it is loaded: enough to decide whether a run has work."""
+
+    name: str
+    features: tuple[str, ...]
+    window: int
 
 
 @dataclass
@@ -69,6 +85,11 @@ class ModelBundle:
     @property
     def compressors(self) -> list[str]:
         return list(self.thresholds)
+
+    @property
+    def loaded(self) -> bool:
+        """False for a bundle from load_metadata_bundle, whose detector cannot score yet."""
+        return not isinstance(self.detector, UnloadedDetector)
 
     def threshold_for(self, cid: str) -> float:
         if cid not in self.thresholds:
@@ -197,20 +218,41 @@ def verify_files(model_dir: Path, metadata: dict[str, Any]) -> None:
         raise ModelArtifactError(f"model version {version}: {printable(unlisted[0], 80)} is not listed in {METADATA_FILE}; remove it or retrain")
 
 
-def load_bundle(model_dir: Path, version: str | None = None, expected_features: tuple[str, ...] | None = None) -> ModelBundle:
-    """Load a version (default: the promoted one), verifying hashes and the feature list."""
+def _checked_metadata(model_dir: Path, version: str | None, expected_features: tuple[str, ...] | None) -> dict[str, Any]:
+    """The metadata of a version (default: the promoted one), its feature list and detector checked."""
     version = current_version(model_dir) if version is None else version
     metadata = read_metadata(model_dir, version)
-    verify_files(model_dir, metadata)
     if expected_features is not None and tuple(metadata["features"]) != tuple(expected_features):
         raise ModelArtifactError(
             f"model version {version} was trained on features {metadata['features']}, "
             f"but the configuration lists {list(expected_features)}"
         )
-    classes = _detector_classes()
-    if metadata.get("detector") not in classes:
+    if metadata.get("detector") not in DETECTORS:
         raise ModelArtifactError(f"model version {version}: unknown detector {metadata.get('detector')!r}")
-    detector = classes[metadata["detector"]].load(version_dir(model_dir, version))
+    return metadata
+
+
+def load_bundle(model_dir: Path, version: str | None = None, expected_features: tuple[str, ...] | None = None) -> ModelBundle:
+    """Load a version (default: the promoted one), verifying hashes and the feature list."""
+    metadata = _checked_metadata(model_dir, version, expected_features)
+    verify_files(model_dir, metadata)
+    version = metadata["version"]
+    if metadata["detector"] == "lstm_ae":
+        from models.compile_cache import start_tensorflow
+
+        start_tensorflow(model_dir, version)  # before the first TensorFlow import, which reads the cache's place
+    detector = _detector_class(metadata["detector"]).load(version_dir(model_dir, version))
+    return _bundle(metadata, detector)
+
+
+def load_metadata_bundle(model_dir: Path, version: str | None = None, expected_features: tuple[str, ...] | None = None) -> ModelBundle:
+    """A version's thresholds, alarm rule and training range without its detector (no TensorFlow, no weights read)."""
+    metadata = _checked_metadata(model_dir, version, expected_features)
+    return _bundle(metadata, UnloadedDetector(metadata["detector"], tuple(metadata["features"]), int(metadata["window"])))
+
+
+def _bundle(metadata: dict[str, Any], detector: Any) -> ModelBundle:
+    version = metadata["version"]
     return ModelBundle(
         detector=detector,
         thresholds={k: float(v) for k, v in metadata["thresholds"].items()},
@@ -274,3 +316,8 @@ def current_version(model_dir: Path) -> str:
 def load_for_settings(settings: Settings, version: str | None = None) -> ModelBundle:
     """The bundle the pipeline should use for these settings."""
     return load_bundle(settings.model_dir, version, settings.data.features)
+
+
+def metadata_for_settings(settings: Settings, version: str | None = None) -> ModelBundle:
+    """load_for_settings without the detector (load_metadata_bundle)."""
+    return load_metadata_bundle(settings.model_dir, version, settings.data.features)

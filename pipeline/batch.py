@@ -65,6 +65,14 @@ log = logging.getLogger(__name__)
 _EPSILON = timedelta(microseconds=1)
 
 
+class ModelNeeded(Exception):
+    """A live batch has windows to score but its bundle was loaded without the detector (load_metadata_bundle).
+
+    Raised before the batch writes anything, so its transaction rolls back; the runner loads the
+    model and runs the batch again.
+    """
+
+
 @dataclass
 class BatchOutcome:
     """What one batch did, for the summary table, the logs and the metrics."""
@@ -357,6 +365,8 @@ def live_batch(
     outcome.range_start, outcome.range_end = first_new, end
     if cid not in bundle.thresholds:
         return _skip_unknown(conn, tables, outcome, bundle, batch_id)
+    if outcome.rows_read and not bundle.loaded:
+        raise ModelNeeded(cid)
     counts = _count_rows(conn, tables, settings, bundle, outcome, end, live_start)
     _hold_back_future(conn, tables, settings, outcome, max(edge, after) if after else edge, None)
     band = _band_start(settings, checkpoint, live_start)
@@ -374,6 +384,8 @@ def live_batch(
         outcome.range_start = _to_datetime(ends[late])
     if outcome.rows_read == 0 and first == len(ends):
         return _finish_unscored(conn, tables, outcome, counts, batch_id)
+    if not bundle.loaded:
+        raise ModelNeeded(cid)  # late windows within the allowance to score
     _count_fresh(outcome, frame, clean, after, settings, bundle)
     _count_bad_timestamps(conn, tables, settings, outcome)
     replace = (_to_datetime(ends[first]), _to_datetime(ends[-1])) if first < len(ends) else None

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,12 +96,26 @@ def cmd_train(args, settings: Settings) -> int:
     if not args.no_promote:
         promote(settings.model_dir, bundle.version)
         log.info("promoted model version %s", bundle.version)
+        _warm_in_child(args, settings, bundle.version)
     if args.mlflow or os.environ.get("MLFLOW_TRACKING_URI"):
         from models.tracking import log_training
 
         log_training(bundle, settings, path)
     print(bundle.version)
     return 0
+
+
+def _warm_in_child(args, settings: Settings, version: str) -> None:
+    """`models warm VERSION` in a new process (this one started TensorFlow before the version had a name)."""
+    from models.compile_cache import enabled
+
+    if not enabled():
+        return
+    command = [sys.executable, str(PROJECT_ROOT / "run_scheduler.py"), "--model-dir", str(settings.model_dir), "--log-level", args.log_level, "--log-format", args.log_format]
+    if args.log_file:
+        command += ["--log-file", args.log_file]
+    if subprocess.run([*command, "models", "warm", version], check=False).returncode:
+        log.warning("model version %s: the compilation cache was not warmed (see above); the first run compiles instead", version)
 
 
 def _bundle(settings: Settings, version: str | None = None, detector: str | None = None):
@@ -285,10 +300,16 @@ def _calibration_lines(meta: dict) -> list[str]:
 
 def cmd_models(args, settings: Settings) -> int:
     from models.artifacts import current_version, list_versions, promote
+    from models.compile_cache import warm
 
     if args.models_command == "promote":
         promote(settings.model_dir, args.version)
         print(f"promoted {args.version}")
+        use_single_threaded_kernels()  # compiled as `run` will run it
+        warm(settings.model_dir, args.version)
+        return 0
+    if args.models_command == "warm":
+        warm(settings.model_dir, args.version or current_version(settings.model_dir))
         return 0
     try:
         current = current_version(settings.model_dir)
@@ -429,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     msub.add_parser("list", help="list versions (* = current)")
     promote_parser = msub.add_parser("promote", help="make VERSION the one the scheduler uses")
     promote_parser.add_argument("version")
+    warm_parser = msub.add_parser("warm", help="compile VERSION's inference functions into the compilation cache (train and promote do it too)")
+    warm_parser.add_argument("version", nargs="?", help="default: the promoted version")
+    warm_parser.set_defaults(scoring_only=True)
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("serve", help="HTTP scoring API: POST /score, GET /health, GET /metrics (API key in X-API-Key)")
@@ -479,8 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config, db_url=args.db_url, model_dir=args.model_dir)
         if getattr(args, "scoring_only", False):
             use_single_threaded_kernels()
-        if getattr(args, "scoring_only", False) or args.command in ("train", "demo"):
-            import_tensorflow()
+        if args.command in ("train", "demo"):
+            import_tensorflow()  # scoring commands start it when they load a model (models/compile_cache.py)
         code = args.func(args, settings)
         sys.stdout.flush()
         return code

@@ -22,8 +22,8 @@ from db.results import utcnow
 from db.schema import Tables, build_tables, create_all
 from db.ids import colliding_ids
 from db.source import check_source_columns, list_compressors
-from models.artifacts import ModelBundle, load_for_settings
-from pipeline.batch import BatchOutcome, backfill_batch, live_batch, write_summary
+from models.artifacts import ModelBundle, load_for_settings, metadata_for_settings
+from pipeline.batch import BatchOutcome, ModelNeeded, backfill_batch, live_batch, write_summary
 from scheduler import faults, lease
 from scheduler.notifier import deliver_after_run
 from scheduler.retry import is_transient, with_retries
@@ -96,8 +96,8 @@ class Runner:
         cfg = self.settings.scheduler
         return with_retries(action, cfg.retry_attempts, cfg.retry_base_delay_s, what)
 
-    def prepare(self) -> None:
-        """Create missing result tables, check the source table, load the promoted model."""
+    def prepare(self, metadata_only: bool = False) -> None:
+        """Create missing result tables, check the source table, load the promoted model (only its metadata: `metadata_only`)."""
 
         def setup():
             create_all(self.engine, self.tables, include_source=False)
@@ -105,9 +105,19 @@ class Runner:
                 check_source_columns(conn, self.tables, self.settings)
 
         self._retry(setup, "preparing the database")
-        if self.bundle is None:
-            self.bundle = load_for_settings(self.settings)
-            log.info("loaded model %s (%s, %d compressors)", self.bundle.version, self.bundle.detector.name, len(self.bundle.compressors))
+        if self.bundle is None and metadata_only:
+            self.bundle = metadata_for_settings(self.settings)
+        elif not metadata_only and (self.bundle is None or not self.bundle.loaded):
+            self._load_model()
+
+    def _load_model(self) -> None:
+        """The detector of the version in use (the promoted one when none is)."""
+        started = time.perf_counter()
+        self.bundle = load_for_settings(self.settings, self.bundle.version if self.bundle else None)
+        log.info(
+            "loaded model %s (%s, %d compressors) in %.2f s",
+            self.bundle.version, self.bundle.detector.name, len(self.bundle.compressors), time.perf_counter() - started,
+        )
 
     def compressors(self, only: list[str] | None = None) -> list[str]:
         if only:
@@ -172,6 +182,8 @@ class Runner:
                     lease.release(self.engine, self.tables, cid, self.owner)
                 except sa.exc.SQLAlchemyError as exc:
                     log.warning("compressor %s: could not release the lease (it will expire): %s", cid, str(exc).splitlines()[0])
+        except ModelNeeded:
+            raise
         except lease.LeaseLost as exc:
             if mode != "live":
                 self._fail(cid, mode, batch_id, exc)
@@ -205,16 +217,22 @@ class Runner:
         return configured or (1 if self.engine.dialect.name == "sqlite" else 2)
 
     def _run(self, mode: str, make_work: Callable[[str, str], Callable[[sa.Connection], BatchOutcome]], only: list[str] | None) -> RunReport:
+        """Every compressor once. A live run starts with the model's metadata only: compressors with
+        windows to score raise ModelNeeded before writing anything, and only then is the model
+        loaded (TensorFlow started) and are those compressors run again; a run with nothing to
+        score never starts TensorFlow."""
         started = time.perf_counter()
         report = RunReport(new_batch_id())
-        self.prepare()
+        self.prepare(metadata_only=mode == "live")
         compressors = self._refuse_colliding(self.compressors(only), mode, report)
         workers = max(1, min(self.parallelism(), len(compressors)))
         log.info(
-            "%s run %s: %d compressors on %s, model %s, %d at a time",
-            mode, report.batch_id, len(compressors), safe_url(self.engine.url), self.bundle.version, workers,
+            "%s run %s: %d compressors on %s, model %s%s, %d at a time",
+            mode, report.batch_id, len(compressors), safe_url(self.engine.url), self.bundle.version,
+            "" if self.bundle.loaded else " (loaded only if there is something to score)", workers,
         )
         abort = threading.Event()  # stop requested, or the database is gone (one compressor's own failure stops no other)
+        deferred: list[tuple[int, str]] = []
 
         def process(position: int, cid: str) -> BatchOutcome | None:
             if self.stop and not abort.is_set():
@@ -224,6 +242,8 @@ class Runner:
                 return None
             try:
                 return self._one(cid, report.batch_id, make_work(cid, report.batch_id), mode)
+            except ModelNeeded:
+                deferred.append((position, cid))
             except PipelineError as exc:
                 report.failed.append(cid)
                 log.error("compressor %s: %s", cid, exc)
@@ -238,19 +258,25 @@ class Runner:
                     log.error("database unreachable after retries; ending the run: %s", str(exc).splitlines()[0])
             return None
 
-        positions = range(1, len(compressors) + 1)
-        if workers == 1:
-            outcomes = [process(position, cid) for position, cid in zip(positions, compressors)]
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="compressor") as pool:
-                outcomes = list(pool.map(process, positions, compressors))
-        report.outcomes = [outcome for outcome in outcomes if outcome]
+        def each(items: list[tuple[int, str]]) -> dict[int, BatchOutcome | None]:
+            if workers == 1 or len(items) == 1:
+                return {position: process(position, cid) for position, cid in items}
+            with ThreadPoolExecutor(min(workers, len(items)), thread_name_prefix="compressor") as pool:
+                return dict(zip((p for p, _ in items), pool.map(lambda item: process(*item), items)))
+
+        outcomes = each(list(enumerate(compressors, start=1)))
+        if deferred and not abort.is_set():
+            log.info("%d of %d compressors have windows to score: loading model %s", len(deferred), len(compressors), self.bundle.version)
+            self._load_model()
+            outcomes.update(each(sorted(deferred)))
+        report.outcomes = [outcomes[position] for position in sorted(outcomes) if outcomes[position]]
         report.duration_s = time.perf_counter() - started
         totals = {k: sum(getattr(o, k) for o in report.outcomes) for k in ("rows_read", "windows_scored", "anomaly_points", "triggered_events")}
         log.info(
-            "%s run %s finished in %.2f s: %d compressors, %s, %d failed",
+            "%s run %s finished in %.2f s: %d compressors, %s, %d failed%s",
             mode, report.batch_id, report.duration_s, len(report.outcomes),
             " ".join(f"{k}={v}" for k, v in totals.items()), len(report.failed),
+            "" if self.bundle.loaded else "; nothing to score, model not loaded",
             extra={"batch_id": report.batch_id, "mode": mode, "duration_s": round(report.duration_s, 3), **totals},
         )
         deliver_after_run(self.engine, self.tables, self.settings)

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("COMPRESSOR_AD_COMPILE_CACHE", "0")  # models/compile_cache.py: no warm-up after each `train` in tests
 
 from core.settings import Settings, load_settings, with_section  # noqa: E402
 

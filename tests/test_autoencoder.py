@@ -14,6 +14,7 @@ from models.autoencoder import (
     keras,
     n_heads_of,
 )
+from models import inference
 from models.inference import HeadwiseReconstructor
 
 HEADS, WINDOW, FEATURES = 3, 6, 4
@@ -94,6 +95,15 @@ def test_parallel_batches_give_the_same_errors_as_one_thread(model, windows):
     three_threads = HeadwiseReconstructor(model, batch_size=8, workers=3).feature_errors(windows, 1)
     np.testing.assert_array_equal(three_threads, one_thread)
     np.testing.assert_allclose(three_threads, routed_errors(model, windows, 1), atol=1e-4, rtol=1e-4)
+
+
+def test_the_loop_graph_gives_the_numbers_of_the_unrolled_graph(model, windows, monkeypatch):
+    """Small calls run the steps as a loop, large ones unrolled: a window scores the same in an hourly run and in a backfill."""
+    looped = HeadwiseReconstructor(model, batch_size=16).feature_errors(windows, 2)
+    monkeypatch.setattr(inference, "ROLLED_UP_TO", 0)
+    unrolled = HeadwiseReconstructor(model, batch_size=16).feature_errors(windows, 2)
+    np.testing.assert_array_equal(looped, unrolled)
+    np.testing.assert_allclose(looped, routed_errors(model, windows, 2), atol=1e-4, rtol=1e-4)
 
 
 def test_scaling_inside_the_compiled_function_equals_scaling_before_it(fast, windows):

@@ -1,0 +1,105 @@
+"""The cron run: nothing to score starts no TensorFlow; the model is loaded only for the compressors that need it
+and then writes what a run with the model loaded writes; the compilation cache is warmed by `models promote`
+and used by the next process, under a key that follows the TensorFlow version, the CPU and the XLA flags."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from models import compile_cache
+from scheduler.runner import Runner
+from scheduler_harness import INTERVAL, ROOT, TRAIN_END, append, assert_same_tables, prepared, run_live, scheduler_env, snapshot, trained_small_fleet, write_config
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    return trained_small_fleet(tmp_path_factory.getbasetemp() / "small_fleet")
+
+
+def _cli(args: list[str], env: dict[str, str] | None = None) -> dict:
+    """main(args) in a new process: its exit code, whether TensorFlow was imported, its output."""
+    probe = (
+        "import json, sys; from scheduler.cli import main; code = main(sys.argv[1:]); "
+        "print(json.dumps({'code': code, 'tensorflow': 'tensorflow' in sys.modules}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, env=scheduler_env(env), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "log": done.stderr}
+
+
+def test_a_run_with_nothing_to_score_starts_no_tensorflow_and_says_so(fleet, tmp_path):
+    config = write_config(tmp_path / "run.toml")
+    settings = fleet.settings(f"sqlite:///{tmp_path / 'cron.sqlite'}", config)
+    engine, tables = prepared(settings.db_url, settings)
+    append(engine, tables, fleet.live(1.0))
+    run_live(settings, engine, fleet.bundle)
+    common = ["--config", str(config), "--db-url", settings.db_url, "--model-dir", str(fleet.model_dir)]
+    idle = _cli([*common, "run", "--once"])
+    assert idle["code"] == 0 and not idle["tensorflow"]
+    assert "nothing to score, model not loaded" in idle["log"]
+    append(engine, tables, fleet.live(1.5).loc[lambda rows: rows["timestamp"] > TRAIN_END + timedelta(hours=1)])
+    busy = _cli([*common, "run", "--once"])
+    assert busy["code"] == 0 and busy["tensorflow"]
+    assert "3 of 3 compressors have windows to score" in busy["log"]
+    engine.dispose()
+
+
+def test_loading_the_model_only_when_needed_writes_what_a_loaded_run_writes(fleet, tmp_path):
+    """New rows, then late rows inside the allowance (a hole filled) with no new rows: both runners store the same."""
+    config = write_config(tmp_path / "run.toml")
+    rows = fleet.live(2.0)
+    hole = (rows["timestamp"] > TRAIN_END + timedelta(hours=1.6)) & (rows["timestamp"] <= TRAIN_END + timedelta(hours=1.6) + 20 * INTERVAL)
+    tables_of = {}
+    for name, bundle in (("loaded", fleet.bundle), ("deferred", None)):
+        settings = fleet.settings(f"sqlite:///{tmp_path / name}.sqlite", config)
+        engine, tables = prepared(settings.db_url, settings)
+        runner = Runner(settings, engine, bundle)
+        append(engine, tables, rows[~hole])
+        first = runner.run_once()
+        append(engine, tables, rows[hole])
+        second = Runner(settings, engine, bundle).run_once()
+        assert first.ok and second.ok
+        assert sum(o.windows_scored for o in second.outcomes) > 0, "the filled hole gives windows to score"
+        tables_of[name] = snapshot(engine, tables)
+        engine.dispose()
+    assert_same_tables(tables_of["deferred"], tables_of["loaded"])
+
+
+def test_promote_warms_the_compilation_cache_and_the_next_run_compiles_nothing(fleet, tmp_path):
+    model_dir = tmp_path / "models"
+    shutil.copytree(fleet.model_dir, model_dir, ignore=shutil.ignore_patterns(compile_cache.CACHE_DIR_NAME))
+    config = write_config(tmp_path / "run.toml")
+    settings = fleet.settings(f"sqlite:///{tmp_path / 'cache.sqlite'}", config)
+    engine, tables = prepared(settings.db_url, settings)
+    append(engine, tables, fleet.live(1.0))
+    common = ["--config", str(config), "--db-url", settings.db_url, "--model-dir", str(model_dir)]
+    on = {"COMPRESSOR_AD_COMPILE_CACHE": "1"}
+    assert _cli([*common, "models", "promote", fleet.bundle.version], on)["code"] == 0
+    (directory,) = (model_dir / compile_cache.CACHE_DIR_NAME).iterdir()
+    assert directory.name.startswith(f"{fleet.bundle.version}-")
+    warmed = {p.name: p.stat().st_mtime_ns for p in directory.iterdir()}
+    assert len(warmed) >= 2, "both graphs (loop and unrolled) are in the cache"
+    run = _cli([*common, "run", "--once"], on)
+    assert run["code"] == 0 and run["tensorflow"]
+    assert {p.name: p.stat().st_mtime_ns for p in directory.iterdir()} == warmed, "the run loaded every executable and wrote none"
+    engine.dispose()
+
+
+def test_the_cache_key_follows_tensorflow_cpu_and_xla_flags(monkeypatch):
+    base = compile_cache.machine_key()
+    assert base == compile_cache.machine_key()
+    changes = [
+        lambda: monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=128"),
+        lambda: monkeypatch.setattr(compile_cache, "_cpu_identity", lambda: "model name : another CPU"),
+        lambda: monkeypatch.setattr(compile_cache.importlib.metadata, "version", lambda name: "0.0.1"),
+    ]
+    for change in changes:
+        change()
+        assert compile_cache.machine_key() != base
+        monkeypatch.undo()
+        assert compile_cache.machine_key() == base
