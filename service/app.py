@@ -137,15 +137,9 @@ async def _validation_error(_request, exc: RequestValidationError) -> JSONRespon
     return JSONResponse({"detail": detail, "errors": errors[:MAX_REPORTED_ERRORS]}, status_code=422)
 
 
-def _check_limits(values: np.ndarray, features: tuple[str, ...], limits: tuple[np.ndarray, np.ndarray]) -> None:
-    """422 naming the first reading outside its signal's range (values: windows x signals x steps)."""
-    low, high = limits
-    outside = (values < low[None, :, None]) | (values > high[None, :, None])
-    if outside.any():
-        w, f, t = (int(i) for i in np.argwhere(outside)[0])
-        raise HTTPException(
-            422, f"windows[{w}].{features[f]}[{t}]: {values[w, f, t]:g} is outside the range {low[f]:g} .. {high[f]:g} of {features[f]}"
-        )
+def _invalid(loc: tuple, message: str) -> RequestValidationError:
+    """A 422 found after parsing, answered like the parser's own (ValidationErrorBody)."""
+    return RequestValidationError([{"loc": loc, "msg": message, "type": "value_error"}])
 ERROR_RESPONSES = {
     401: {"model": ErrorBody, "description": "missing or wrong API key"},
     404: {"model": ErrorBody, "description": "compressor not in the model"},
@@ -194,9 +188,9 @@ def create_app(
     engine = engine or make_engine(settings.db_url)
     prepare_for_requests(bundle)
     metrics.model.info({"version": bundle.version, "detector": bundle.detector.name})
-    score_request = request_model(bundle.features, bundle.window, bundle.compressors[0] if bundle.compressors else None)
-    n_features = len(bundle.features)
     limits = value_limits(settings.data, bundle.features)
+    score_request = request_model(bundle.features, bundle.window, limits, bundle.compressors[0] if bundle.compressors else None)
+    n_features = len(bundle.features)
 
     app = FastAPI(title="Compressor anomaly detection", version=bundle.version, docs_url=None, redoc_url=None)
     app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes, metrics=metrics)
@@ -215,13 +209,12 @@ def create_app(
         if cid not in bundle.thresholds:
             raise HTTPException(404, f"compressor {cid!r} is not in model {bundle.version}")
         values = np.array([[getattr(w, window_field_name(i)) for i in range(n_features)] for w in request.windows], dtype=np.float64)
-        _check_limits(values, bundle.features, limits)
         windows = values.astype(np.float32).transpose(0, 2, 1)
         started = time.perf_counter()
         results = score(bundle, cid, windows)
         unscorable = [i for i, r in enumerate(results) if not np.isfinite(r["score"]) or not np.isfinite(list(r["feature_errors"].values())).all()]
         if unscorable:
-            raise HTTPException(422, f"windows[{unscorable[0]}]: the reconstruction error overflowed (no finite score); {len(unscorable)} such window(s)")
+            raise _invalid(("body", "windows", unscorable[0]), f"the reconstruction error overflowed (no finite score); {len(unscorable)} such window(s)")
         anomalous = sum(r["is_anomaly"] for r in results)
         metrics.windows_scored.labels(cid).inc(len(results))
         metrics.anomalies.labels(cid).inc(anomalous)

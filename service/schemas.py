@@ -11,6 +11,7 @@ Unknown fields are refused, so a misspelt signal name is a 422 naming it.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -23,11 +24,20 @@ def window_field_name(position: int) -> str:
     return f"signal_{position}"
 
 
-def request_model(features: tuple[str, ...], window: int, example_id: str | None = None) -> type[BaseModel]:
-    """The ScoreRequest model for a model's signals and window length; `example_id` is shown in the schema."""
-    values = Annotated[list[FiniteFloat], Field(min_length=window, max_length=window)]
+def request_model(
+    features: tuple[str, ...], window: int, limits: tuple[Sequence[float], Sequence[float]], example_id: str | None = None
+) -> type[BaseModel]:
+    """The ScoreRequest model for a model's signals and window length; `example_id` is shown in the schema.
+
+    `limits` are each signal's (low, high) reading range, both included (pipeline/validate.py
+    value_limits): a reading outside is a 422, and the published schema states the range.
+    """
+    low, high = limits
     fields = {
-        window_field_name(i): (values, Field(alias=name, description=f"{window} values of {name}, oldest first"))
+        window_field_name(i): (
+            Annotated[list[Annotated[FiniteFloat, Field(ge=float(low[i]), le=float(high[i]))]], Field(min_length=window, max_length=window)],
+            Field(alias=name, description=f"{window} values of {name}, oldest first, each in {float(low[i]):g} .. {float(high[i]):g}"),
+        )
         for i, name in enumerate(features)
     }
     window_model = create_model("Window", __config__=ConfigDict(extra="forbid", populate_by_name=False), **fields)
