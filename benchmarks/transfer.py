@@ -58,6 +58,8 @@ _RATES = {"rate 0.5 %": {"false_alarm_rate": 0.005}, "rate 2 %": {"false_alarm_r
 _RULES = {
     "10 of 20": {"alarm_rule": "k_of_n", "alarm_n": 20, "alarm_k": 10},
     "5 of 10": {"alarm_rule": "k_of_n", "alarm_n": 10, "alarm_k": 5},
+    "20 of 40": {"alarm_rule": "k_of_n", "alarm_n": 40, "alarm_k": 20},
+    "40 of 60": {"alarm_rule": "k_of_n", "alarm_n": 60, "alarm_k": 40},
     "cusum h=5": {"alarm_rule": "cusum", "cusum_h": 5.0},
     "60 in a row": {"alarm_rule": "consecutive", "consecutive_trigger": 60},
 }

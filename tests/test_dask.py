@@ -35,6 +35,9 @@ NATURAL_KEYS = {
     "lstm_batch_summary": ["compressor_id", "mode", "range_start"],
     "lstm_scheduler_checkpoint": ["compressor_id"],
     "lstm_source_day_counts": ["compressor_id", "day_start"],
+    "alert_episodes": ["compressor_id", "model_version", "start_time"],
+    "maintenance_windows": ["compressor_id", "starts_at", "ends_at"],
+    "alert_notifications": ["idempotency_key", "channel"],
 }
 
 
