@@ -100,8 +100,8 @@ class DetectionSettings:
     alarm_budget_per_hour: float = 0.1
     alarm_rule: str = "k_of_n"
     consecutive_trigger: int = 60
-    alarm_n: int = 20
-    alarm_k: int = 10
+    alarm_n: int = 40
+    alarm_k: int = 20
     cusum_h: float = 5.0
     quiet_windows: int = 60
 

@@ -109,7 +109,7 @@ def test_with_section_changes_one_section_and_validates():
         ('[detection]\nthreshold_rule = "p99"\n', r"\[detection\] threshold_rule must be one of"),
         ("[training]\ncalibration_fraction = 0.7\n", r"\[training\] calibration_fraction = 0.7 is out of range: must be in \[0.05, 0.5\]"),
         ('[detection]\nalarm_rule = "vote"\n', r"\[detection\] alarm_rule must be one of"),
-        ("[detection]\nalarm_k = 30\n", r"alarm_k = 30 must not exceed alarm_n = 20"),
+        ("[detection]\nalarm_k = 50\n", r"alarm_k = 50 must not exceed alarm_n = 40"),
         ("[detection]\nfalse_alarm_rate = 0.0\n", r"false_alarm_rate = 0.0 is out of range: must be in \(0, 0.5\]"),
         ("[detection]\nquiet_windows = -1\n", r"quiet_windows = -1 is out of range"),
         ("[detection]\nconsecutive_trigger = 0\n", r"\[detection\] consecutive_trigger = 0 is out of range"),
