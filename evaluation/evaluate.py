@@ -27,12 +27,11 @@ import sqlalchemy as sa
 from core.errors import DataValidationError, ModelArtifactError
 from core.settings import Settings
 from db.schema import Tables
-from db.source import check_source_columns, list_compressors, nth_timestamp_before, read_rows
+from db.source import check_source_columns, list_compressors
 from evaluation.metrics import auroc, average_precision, event_report, point_metrics, precision_at_k
 from models.artifacts import ModelBundle
 from pipeline.scoring import score_windows
-from pipeline.validate import validate_rows, value_limits
-from pipeline.windows import build_windows
+from pipeline.prepare import read_windows
 
 log = logging.getLogger(__name__)
 FIXED_K = 100
@@ -117,11 +116,10 @@ def score_compressor(
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """(scored windows ending in [start, end] with their labels, row times in range, row labels in range)."""
     before = start - _EPSILON
-    first = nth_timestamp_before(conn, tables, settings, cid, before, 2 * bundle.window)
-    frame = read_rows(conn, tables, settings, cid, after=None if first is None else first - _EPSILON, until=end, with_label=True)
+    rows = read_windows(conn, tables, settings, bundle.features, bundle.window, cid, before, end, with_label=True)
+    frame, clean = rows.frame, rows.clean
+    windows = rows.windows.after(np.datetime64(before, "ns"))
     ts = settings.source.timestamp_column
-    clean = validate_rows(frame, ts, bundle.features, settings.data.missing_value_rule, bundle.window, value_limits(settings.data, bundle.features))
-    windows = build_windows(clean.values, clean.times, bundle.window, settings.max_gap_s).after(np.datetime64(before, "ns"))
     row_labels = _row_labels(frame, ts, label, clean.times)
     in_range = clean.times >= np.datetime64(start, "ns")
     if not len(windows):

@@ -49,16 +49,16 @@ from db.results import (
     utcnow,
 )
 from db.schema import Tables
-from db.source import bad_timestamps, count_rows_after, nth_timestamp_before, read_rows, span
+from db.source import bad_timestamps, count_rows_after, span
 from models.alarms import AlarmState
 from models.artifacts import ModelBundle
 from pipeline import lateness
 from pipeline.episodes import rewrite_episodes
 from pipeline.suppression import RUNNING, for_compressor
 from pipeline.scoring import score_windows
+from pipeline.prepare import PreparedRows, as_datetime64, read_windows, validated
 from pipeline.timing import StageTimer
-from pipeline.validate import CleanRows, validate_rows, value_limits
-from pipeline.windows import WindowSet, build_windows, segment_starts
+from pipeline.windows import segment_starts
 from scheduler import faults
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,39 @@ class BatchOutcome:
         }
 
 
+@dataclass(frozen=True)
+class BatchContext:
+    """What every step of one compressor batch works with; `conn` holds the batch's open transaction."""
+
+    conn: sa.Connection
+    tables: Tables
+    settings: Settings
+    bundle: ModelBundle
+    batch_id: str
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a batch scores and writes, decided after reading and before any scoring or writing.
+
+    rows:    the rows read (context included), validated and windowed
+    after:   rejections and gaps are counted among the rows after it (None: all rows)
+    first:   index of the first window to score; earlier windows are context
+    initial: the alarm state carried into windows[first]
+    replace: the window-end range whose results of this model version are replaced (None: none)
+    """
+
+    rows: PreparedRows
+    after: datetime | None
+    first: int
+    initial: AlarmState
+    replace: tuple[datetime, datetime] | None
+
+    @property
+    def ends(self) -> np.ndarray:
+        return self.rows.windows.end_times
+
+
 def write_summary(conn: sa.Connection, tables: Tables, outcome: BatchOutcome, batch_id: str) -> None:
     conn.execute(sa.insert(tables.summary).values(**outcome.summary_row(batch_id)))
 
@@ -149,10 +182,11 @@ def horizon(settings: Settings) -> datetime:
     return min(utcnow() + timedelta(seconds=settings.data.future_tolerance_s), SUPPORTED_END)
 
 
-def _hold_back_future(conn: sa.Connection, tables: Tables, settings: Settings, outcome: BatchOutcome, edge: datetime, until: datetime | None) -> None:
+def _hold_back_future(ctx: BatchContext, outcome: BatchOutcome, edge: datetime, until: datetime | None) -> None:
     """Count the rows stamped after `edge` (up to `until`): not scored now, reported with a warning."""
+    settings = ctx.settings
     with outcome.timer.stage("reading"):
-        future = count_rows_after(conn, tables, settings, outcome.compressor_id, edge, until)
+        future = count_rows_after(ctx.conn, ctx.tables, settings, outcome.compressor_id, edge, until)
     if future:
         outcome.reasons["future_timestamp"] = future
         note = (
@@ -167,98 +201,54 @@ def _to_datetime(value: np.datetime64) -> datetime:
     return pd.Timestamp(value).to_pydatetime()
 
 
-def _as_datetime64(values) -> np.ndarray:
-    return pd.to_datetime(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="datetime64[ns]")
+def _read(ctx: BatchContext, outcome: BatchOutcome, lower: datetime | None, until: datetime | None) -> PreparedRows:
+    rows = read_windows(ctx.conn, ctx.tables, ctx.settings, ctx.bundle.features, ctx.bundle.window, outcome.compressor_id, lower, until, timer=outcome.timer)
+    faults.hit("read", ctx.conn)
+    return rows
 
 
-def _validate(frame: pd.DataFrame, settings: Settings, bundle: ModelBundle) -> CleanRows:
-    limits = value_limits(settings.data, bundle.features)
-    return validate_rows(frame, settings.source.timestamp_column, bundle.features, settings.data.missing_value_rule, bundle.window, limits)
-
-
-def _enough_context(raw_times: np.ndarray, clean_times: np.ndarray, lower: datetime, window: int, impute: bool) -> bool:
-    """True when the rows at or before `lower` give `window` validated rows that earlier rows cannot change.
-
-    Under the impute rule a row is filled from at most `window` rows before it, so the first
-    `window` distinct timestamps read only serve as the source of those fills.
-    """
-    exact = clean_times <= np.datetime64(lower, "ns")
-    if impute:
-        distinct = np.unique(raw_times[~np.isnat(raw_times)])
-        if len(distinct) < window:
-            return False
-        exact &= clean_times > distinct[window - 1]
-    return int(exact.sum()) >= window
-
-
-def _load(
-    conn: sa.Connection, tables: Tables, settings: Settings, bundle: ModelBundle, cid: str, lower: datetime | None, until: datetime | None, timer: StageTimer
-) -> tuple[pd.DataFrame, CleanRows, WindowSet]:
-    """Rows with lower < timestamp <= until plus enough earlier rows, validated and windowed."""
-    impute = settings.data.missing_value_rule == "impute"
-    distinct = 2 * bundle.window
-    while True:
-        with timer.stage("reading"):
-            first = None if lower is None else nth_timestamp_before(conn, tables, settings, cid, lower, distinct)
-            frame = read_rows(conn, tables, settings, cid, after=None if first is None else first - _EPSILON, until=until)
-        with timer.stage("preprocessing"):
-            clean = _validate(frame, settings, bundle)
-            raw_times = _as_datetime64(frame[settings.source.timestamp_column])
-        if first is None or _enough_context(raw_times, clean.times, lower, bundle.window, impute):
-            break
-        distinct *= 2  # invalid or imputed rows ate into the context: read further back
-    with timer.stage("preprocessing"):
-        windows = build_windows(clean.values, clean.times, bundle.window, settings.max_gap_s)
-    return frame, clean, windows
-
-
-def _count_fresh(outcome: BatchOutcome, frame: pd.DataFrame, clean: CleanRows, after: datetime | None, settings: Settings, bundle: ModelBundle) -> None:
-    """Rejections and gaps among the rows after `after` only (context rows were counted by their own batch)."""
-    fresh = frame
+def _count_fresh(ctx: BatchContext, outcome: BatchOutcome, plan: BatchPlan) -> None:
+    """Rejections and gaps among the rows after `plan.after` only (context rows were counted by their own batch)."""
+    settings, rows, after = ctx.settings, plan.rows, plan.after
+    fresh = rows.frame
     if after is not None:
-        fresh = frame.loc[_as_datetime64(frame[settings.source.timestamp_column]) > np.datetime64(after, "ns")]
-    checked = _validate(fresh, settings, bundle)
+        fresh = fresh.loc[as_datetime64(fresh[settings.source.timestamp_column]) > np.datetime64(after, "ns")]
+    checked = validated(fresh, settings, ctx.bundle.features, ctx.bundle.window)
     outcome.reasons.update(checked.rejected)
     outcome.rows_rejected = checked.rows_rejected
-    starts = segment_starts(clean.times, settings.max_gap_s)
+    starts = segment_starts(rows.clean.times, settings.max_gap_s)
     if len(starts):
         starts[0] = False
     if after is not None:
-        starts &= clean.times > np.datetime64(after, "ns")
+        starts &= rows.clean.times > np.datetime64(after, "ns")
     outcome.gaps = int(starts.sum())
 
 
-def _count_bad_timestamps(conn: sa.Connection, tables: Tables, settings: Settings, outcome: BatchOutcome) -> None:
+def _count_bad_timestamps(ctx: BatchContext, outcome: BatchOutcome) -> None:
     """Rows with a NULL or unreadable timestamp (never read): rejected, reported by every batch that scores while they remain."""
     with outcome.timer.stage("reading"):
-        bad = bad_timestamps(conn, tables, settings, outcome.compressor_id)
+        bad = bad_timestamps(ctx.conn, ctx.tables, ctx.settings, outcome.compressor_id)
     if bad:
         outcome.reasons["bad_timestamp"] += bad
         outcome.rows_rejected += bad
         log.warning("compressor %s: %d rows with a missing or unreadable timestamp are not scored; fix or delete them", outcome.compressor_id, bad)
 
 
-def _score_and_write(
-    conn: sa.Connection,
-    tables: Tables,
-    settings: Settings,
-    bundle: ModelBundle,
-    outcome: BatchOutcome,
-    windows: WindowSet,
-    first: int,
-    initial: AlarmState,
-    replace: tuple[datetime, datetime] | None,
-    batch_id: str,
-) -> pd.DataFrame:
-    """Score windows[first:], then replace this model version's results (and alert episodes) in `replace` by them."""
+def _execute(ctx: BatchContext, outcome: BatchOutcome, plan: BatchPlan) -> pd.DataFrame:
+    """Count the fresh rows, score windows[first:], then replace this model version's results (and
+    alert episodes) in `plan.replace` by them."""
+    _count_fresh(ctx, outcome, plan)
+    _count_bad_timestamps(ctx, outcome)
+    conn, tables, settings, bundle = ctx.conn, ctx.tables, ctx.settings, ctx.bundle
     cid = outcome.compressor_id
-    todo = windows.take(slice(first, None))
+    windows = plan.rows.windows
+    todo = windows.take(slice(plan.first, None))
     span_ends = (_to_datetime(todo.end_times[0]), _to_datetime(todo.end_times[-1])) if len(todo) else None
     suppression = for_compressor(conn, tables, settings, bundle.features, cid, *span_ends) if span_ends else None
     with outcome.timer.stage("scoring"):
-        scored = score_windows(bundle, cid, todo, tables.error_columns, initial, outcome.timer, suppression)
+        scored = score_windows(bundle, cid, todo, tables.error_columns, plan.initial, outcome.timer, suppression)
     faults.hit("infer", conn)
-    unscorable = len(windows) - first - len(scored)
+    unscorable = len(todo) - len(scored)
     if unscorable:
         outcome.reasons["non_finite_score"] = unscorable
         log.warning("compressor %s: %d windows gave a non-finite score (overflow) and were not stored", cid, unscorable)
@@ -271,15 +261,15 @@ def _score_and_write(
     alerts = scored.loc[scored["triggered"], ["window_end", "top_features"]]
     outcome.alerts = [(_to_datetime(t), f) for t, f in alerts.itertuples(index=False)]
     now = utcnow()
-    detailed = scored.assign(batch_id=batch_id, compressor_id=cid, model_version=bundle.version, created_at=now)
+    detailed = scored.assign(batch_id=ctx.batch_id, compressor_id=cid, model_version=bundle.version, created_at=now)
     simple = scored[["window_end", "score", "is_anomaly"]].rename(columns={"window_end": "timestamp"})
     with outcome.timer.stage("writing"):
-        if replace is not None:
-            delete_window_range(conn, tables, cid, bundle.version, *replace)
+        if plan.replace is not None:
+            delete_window_range(conn, tables, cid, bundle.version, *plan.replace)
         insert_frame(conn, tables.detailed, detailed)
         faults.hit("write", conn)
         insert_frame(conn, tables.results, simple.assign(compressor_id=cid, model_version=bundle.version))
-        lo, hi = replace or span_ends or (None, None)
+        lo, hi = plan.replace or span_ends or (None, None)
         if lo is not None:
             notify = outcome.mode == "live" or settings.notify.backfill
             episodes = rewrite_episodes(conn, tables, settings, cid, bundle.version, scored, lo, hi, notify, now)
@@ -289,11 +279,11 @@ def _score_and_write(
     return scored
 
 
-def _skip_unknown(conn: sa.Connection, tables: Tables, outcome: BatchOutcome, bundle: ModelBundle, batch_id: str) -> BatchOutcome:
+def _skip_unknown(ctx: BatchContext, outcome: BatchOutcome) -> BatchOutcome:
     outcome.status = "skipped"
     outcome.reasons["unknown_compressor"] = outcome.rows_read
-    outcome.message = f"compressor {outcome.compressor_id!r} is not in model {bundle.version}; rows kept for when it is added"
-    write_summary(conn, tables, outcome, batch_id)
+    outcome.message = f"compressor {outcome.compressor_id!r} is not in model {ctx.bundle.version}; rows kept for when it is added"
+    write_summary(ctx.conn, ctx.tables, outcome, ctx.batch_id)
     return outcome
 
 
@@ -303,10 +293,10 @@ def _band_start(settings: Settings, checkpoint: Checkpoint, live_start: datetime
     return edge if edge is not None and edge < checkpoint.last_timestamp else None
 
 
-def _late_windows(conn: sa.Connection, tables: Tables, outcome: BatchOutcome, ends: np.ndarray, band: datetime, ckpt: datetime) -> int | None:
+def _late_windows(ctx: BatchContext, outcome: BatchOutcome, ends: np.ndarray, band: datetime, ckpt: datetime) -> int | None:
     """Index of the earliest window in (C - A, C] without a stored result (None when there is none)."""
-    stored = stored_windows(conn, tables, outcome.compressor_id, band, ckpt)
-    missing = ~np.isin(ends, _as_datetime64(stored["window_end"]))
+    stored = stored_windows(ctx.conn, ctx.tables, outcome.compressor_id, band, ckpt)
+    missing = ~np.isin(ends, as_datetime64(stored["window_end"]))
     within = np.flatnonzero(missing & (ends > np.datetime64(band, "ns")) & (ends <= np.datetime64(ckpt, "ns")))
     if not len(within):
         return None
@@ -314,28 +304,44 @@ def _late_windows(conn: sa.Connection, tables: Tables, outcome: BatchOutcome, en
     return int(within[0])
 
 
-def _count_rows(
-    conn: sa.Connection, tables: Tables, settings: Settings, bundle: ModelBundle, outcome: BatchOutcome, end: datetime, live_start: datetime | None
-) -> lateness.RowCounts:
+def _count_rows(ctx: BatchContext, outcome: BatchOutcome, end: datetime, live_start: datetime | None) -> lateness.RowCounts:
     """Count the rows up to the new allowance edge; report the rows that arrived late beyond the allowance."""
+    settings = ctx.settings
     with outcome.timer.stage("reading"):
-        counts = lateness.count_rows(conn, tables, settings, outcome.compressor_id, lateness.allowance_edge(settings, end, live_start))
+        counts = lateness.count_rows(ctx.conn, ctx.tables, settings, outcome.compressor_id, lateness.allowance_edge(settings, end, live_start))
     if counts.late:
         outcome.reasons["late_beyond_allowance"] = counts.late_rows
-        outcome.message = counts.report(outcome.compressor_id, settings, bundle.window)
+        outcome.message = counts.report(outcome.compressor_id, settings, ctx.bundle.window)
         log.warning(outcome.message)
     return counts
 
 
-def _finish_unscored(conn: sa.Connection, tables: Tables, outcome: BatchOutcome, counts: lateness.RowCounts, batch_id: str) -> BatchOutcome:
+def _finish_unscored(ctx: BatchContext, outcome: BatchOutcome, counts: lateness.RowCounts) -> BatchOutcome:
     """A live batch without windows to score: store the counts; a summary only when late rows were reported."""
-    lateness.store_counts(conn, tables, outcome.compressor_id, counts)
+    lateness.store_counts(ctx.conn, ctx.tables, outcome.compressor_id, counts)
     if not outcome.reasons:
         outcome.status = "no_new_data"
         return outcome
-    write_summary(conn, tables, outcome, batch_id)
-    faults.hit("commit", conn)
+    write_summary(ctx.conn, ctx.tables, outcome, ctx.batch_id)
+    faults.hit("commit", ctx.conn)
     return outcome
+
+
+def _plan_live(ctx: BatchContext, outcome: BatchOutcome, checkpoint: Checkpoint, after: datetime | None, band: datetime | None, edge: datetime) -> BatchPlan | None:
+    """The windows after the checkpoint, from the earliest late one within the allowance on; None when there are none."""
+    rows = _read(ctx, outcome, band or after, edge)
+    ends = rows.windows.end_times
+    first = int(np.searchsorted(ends, np.datetime64(after, "ns"), side="right")) if after else 0
+    initial = AlarmState.decode(checkpoint.alarm_state, checkpoint.consecutive_count)
+    late = _late_windows(ctx, outcome, ends, band, after) if band else None
+    if late is not None:
+        first = late
+        initial = _stored_state(ctx, outcome.compressor_id, ends, late)
+        outcome.range_start = _to_datetime(ends[late])
+    if outcome.rows_read == 0 and first == len(ends):
+        return None
+    replace = (_to_datetime(ends[first]), _to_datetime(ends[-1])) if first < len(ends) else None
+    return BatchPlan(rows, after, first, initial, replace)
 
 
 def live_batch(
@@ -348,6 +354,7 @@ def live_batch(
     min_records: int = 1,
 ) -> BatchOutcome:
     """Score the windows after the compressor's checkpoint (and late ones before it) and advance it."""
+    ctx = BatchContext(conn, tables, settings, bundle, batch_id)
     outcome = BatchOutcome(cid, "live", model_version=bundle.version)
     checkpoint = read_checkpoint(conn, tables, cid)
     live_start = _initial_checkpoint(bundle)
@@ -364,32 +371,18 @@ def live_batch(
         return outcome
     outcome.range_start, outcome.range_end = first_new, end
     if cid not in bundle.thresholds:
-        return _skip_unknown(conn, tables, outcome, bundle, batch_id)
+        return _skip_unknown(ctx, outcome)
     if outcome.rows_read and not bundle.loaded:
         raise ModelNeeded(cid)
-    counts = _count_rows(conn, tables, settings, bundle, outcome, end, live_start)
-    _hold_back_future(conn, tables, settings, outcome, max(edge, after) if after else edge, None)
+    counts = _count_rows(ctx, outcome, end, live_start)
+    _hold_back_future(ctx, outcome, max(edge, after) if after else edge, None)
     band = _band_start(settings, checkpoint, live_start)
-    if outcome.rows_read == 0 and band is None:
-        return _finish_unscored(conn, tables, outcome, counts, batch_id)
-    frame, clean, windows = _load(conn, tables, settings, bundle, cid, band or after, edge, outcome.timer)
-    faults.hit("read", conn)
-    ends = windows.end_times
-    first = int(np.searchsorted(ends, np.datetime64(after, "ns"), side="right")) if after else 0
-    initial = AlarmState.decode(checkpoint.alarm_state, checkpoint.consecutive_count)
-    late = _late_windows(conn, tables, outcome, ends, band, after) if band else None
-    if late is not None:
-        first = late
-        initial = _stored_state(conn, tables, cid, bundle, ends, late)
-        outcome.range_start = _to_datetime(ends[late])
-    if outcome.rows_read == 0 and first == len(ends):
-        return _finish_unscored(conn, tables, outcome, counts, batch_id)
+    plan = None if outcome.rows_read == 0 and band is None else _plan_live(ctx, outcome, checkpoint, after, band, edge)
+    if plan is None:
+        return _finish_unscored(ctx, outcome, counts)
     if not bundle.loaded:
         raise ModelNeeded(cid)  # late windows within the allowance to score
-    _count_fresh(outcome, frame, clean, after, settings, bundle)
-    _count_bad_timestamps(conn, tables, settings, outcome)
-    replace = (_to_datetime(ends[first]), _to_datetime(ends[-1])) if first < len(ends) else None
-    scored = _score_and_write(conn, tables, settings, bundle, outcome, windows, first, initial, replace, batch_id)
+    scored = _execute(ctx, outcome, plan)
     save_checkpoint(conn, tables, _advanced(checkpoint, scored, cid, end, bundle))
     lateness.store_counts(conn, tables, cid, counts)
     write_summary(conn, tables, outcome, batch_id)
@@ -412,11 +405,12 @@ def backfill_batch(
 
     The live checkpoint moves only with `advance_checkpoint`, and only forward.
     """
+    ctx = BatchContext(conn, tables, settings, bundle, batch_id)
     outcome = BatchOutcome(cid, "backfill", model_version=bundle.version, range_start=start, range_end=end)
     before = start - _EPSILON
     edge = horizon(settings)
     if end > edge:
-        _hold_back_future(conn, tables, settings, outcome, max(edge, before), end)
+        _hold_back_future(ctx, outcome, max(edge, before), end)
         end = max(edge, before)
     with outcome.timer.stage("reading"):
         outcome.rows_read, _, data_end = span(conn, tables, settings, cid, before, end)
@@ -426,15 +420,11 @@ def backfill_batch(
             write_summary(conn, tables, outcome, batch_id)
         return outcome
     if cid not in bundle.thresholds:
-        return _skip_unknown(conn, tables, outcome, bundle, batch_id)
-    frame, clean, windows = _load(conn, tables, settings, bundle, cid, before, end, outcome.timer)
-    faults.hit("read", conn)
-    ends = windows.end_times
-    first = int(np.searchsorted(ends, np.datetime64(before, "ns"), side="right"))
-    initial = _stored_state(conn, tables, cid, bundle, ends, first)
-    _count_fresh(outcome, frame, clean, before, settings, bundle)
-    _count_bad_timestamps(conn, tables, settings, outcome)
-    scored = _score_and_write(conn, tables, settings, bundle, outcome, windows, first, initial, (start, end), batch_id)
+        return _skip_unknown(ctx, outcome)
+    rows = _read(ctx, outcome, before, end)
+    first = int(np.searchsorted(rows.windows.end_times, np.datetime64(before, "ns"), side="right"))
+    plan = BatchPlan(rows, before, first, _stored_state(ctx, cid, rows.windows.end_times, first), (start, end))
+    scored = _execute(ctx, outcome, plan)
     if advance_checkpoint:
         current = read_checkpoint(conn, tables, cid)
         if current.last_timestamp is None or data_end > current.last_timestamp:
@@ -444,11 +434,11 @@ def backfill_batch(
     return outcome
 
 
-def _stored_state(conn: sa.Connection, tables: Tables, cid: str, bundle: ModelBundle, ends: np.ndarray, first: int) -> AlarmState:
+def _stored_state(ctx: BatchContext, cid: str, ends: np.ndarray, first: int) -> AlarmState:
     """The alarm state stored with the window just before windows[first] (a fresh one at the start)."""
     if not first:
         return AlarmState()
-    count, state = stored_alarm_state(conn, tables, cid, bundle.version, _to_datetime(ends[first - 1]))
+    count, state = stored_alarm_state(ctx.conn, ctx.tables, cid, ctx.bundle.version, _to_datetime(ends[first - 1]))
     return AlarmState.decode(state, count)
 
 

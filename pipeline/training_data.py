@@ -20,8 +20,8 @@ from core.settings import Settings
 from db.schema import Tables
 from db.source import list_compressors, read_rows, span
 from models.scaler import RowMoments
-from pipeline.validate import validate_rows, value_limits
-from pipeline.windows import WindowSet, build_windows
+from pipeline.prepare import window_rows
+from pipeline.windows import WindowSet
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,7 @@ def normal_rows(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 def _windows(frame: pd.DataFrame, settings: Settings) -> WindowSet:
     """Windows of a raw frame's normal rows (after validation)."""
     data = settings.data
-    clean = validate_rows(
-        normal_rows(frame, settings), settings.source.timestamp_column, data.features, data.missing_value_rule, data.window, value_limits(data, data.features)
-    )
-    return build_windows(clean.values, clean.times, data.window, settings.max_gap_s)
+    return window_rows(normal_rows(frame, settings), settings, data.features, data.window).windows
 
 
 def stream_normal_windows(

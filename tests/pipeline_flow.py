@@ -23,8 +23,7 @@ from db.source import read_rows
 from models.artifacts import load_bundle
 from pipeline.scoring import score_windows
 from pipeline.training_data import load_normal_windows
-from pipeline.validate import validate_rows
-from pipeline.windows import build_windows
+from pipeline.prepare import window_rows
 from scheduler.cli import main
 from simulation.fleet import simulate_fleet
 
@@ -78,8 +77,7 @@ def train_once(folder: Path) -> Trained:
     error_columns = build_tables(settings).error_columns
     expected = []
     for cid, rows in telemetry.groupby("compressor_id"):
-        clean = validate_rows(rows, "timestamp", bundle.features, settings.data.missing_value_rule, bundle.window)
-        windows = build_windows(clean.values, clean.times, bundle.window, settings.max_gap_s)
+        windows = window_rows(rows, settings, bundle.features, bundle.window).windows
         scored = score_windows(bundle, cid, windows, error_columns)
         expected.append(scored[["window_end", "score", "is_anomaly"]].assign(compressor_id=cid))
     engine = make_engine(url)
