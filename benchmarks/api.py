@@ -40,9 +40,7 @@ def small_model(directory: Path):
     from db.engine import make_engine
     from db.schema import build_tables, create_all
     from db.source import write_telemetry
-    from models.artifacts import promote, save_bundle
-    from models.training import train_bundle
-    from pipeline.training_data import load_normal_windows
+    from pipeline.publish import train_and_publish
     from simulation.fleet import simulate_fleet
 
     settings = load_settings(None, env={}, db_url=f"sqlite:///{directory / 'bench.sqlite'}", model_dir=str(directory / "models"))
@@ -51,9 +49,7 @@ def small_model(directory: Path):
     create_all(engine, tables)
     write_telemetry(engine, tables, simulate_fleet(3, 1.0, start=START, seed=5).telemetry)
     end = START + timedelta(hours=18)
-    bundle = train_bundle(load_normal_windows(engine, tables, settings, START, end), settings, (START.isoformat(), end.isoformat()))
-    save_bundle(bundle, settings.model_dir)
-    promote(settings.model_dir, bundle.version)
+    train_and_publish(engine, tables, settings, START, end)
     engine.dispose()
     return settings
 

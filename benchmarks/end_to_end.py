@@ -33,11 +33,9 @@ from db.engine import make_engine, safe_url  # noqa: E402
 from db.schema import build_tables, create_all  # noqa: E402
 from db.scratch import scratch_database  # noqa: E402
 from db.source import write_telemetry  # noqa: E402
-from models.artifacts import save_bundle  # noqa: E402
-from models.training import train_bundle  # noqa: E402
 from pipeline.batch import BatchOutcome  # noqa: E402
+from pipeline.publish import train_and_publish  # noqa: E402
 from pipeline.timing import StageTimer  # noqa: E402
-from pipeline.training_data import load_normal_windows  # noqa: E402
 from scheduler.runner import Runner  # noqa: E402
 from simulation.fleet import simulate_fleet  # noqa: E402
 
@@ -65,8 +63,7 @@ def run(url: str, compressors: int, rows: int, incremental: int, epochs: int, mo
         log.info("source table: %d rows written in %.1f s to %s", len(base), time.perf_counter() - started, safe_url(engine.url))
 
         train_end = START + timedelta(days=TRAIN_DAYS)
-        bundle = train_bundle(load_normal_windows(engine, tables, settings, START, train_end), settings, (START.isoformat(), train_end.isoformat()))
-        save_bundle(bundle, settings.model_dir)
+        bundle = train_and_publish(engine, tables, settings, START, train_end, promote_it=False)
 
         runner = Runner(settings, engine, bundle)
         timer = StageTimer()

@@ -34,9 +34,7 @@ from db.engine import make_engine, safe_url  # noqa: E402
 from db.schema import build_tables, create_all  # noqa: E402
 from db.scratch import scratch_database  # noqa: E402
 from db.source import write_telemetry  # noqa: E402
-from models.artifacts import promote, save_bundle  # noqa: E402
-from models.training import train_bundle  # noqa: E402
-from pipeline.training_data import load_normal_windows  # noqa: E402
+from pipeline.publish import train_and_publish  # noqa: E402
 from scheduler.dask_executor import DaskExecutor  # noqa: E402
 from simulation.fleet import simulate_fleet  # noqa: E402
 
@@ -56,11 +54,9 @@ def prepare(settings: Settings, compressors: int, rows: int) -> datetime:
         write_telemetry(engine, tables, fleet.telemetry)
         log.info("wrote %d rows to %s in %.1f s", len(fleet.telemetry), safe_url(engine.url), time.perf_counter() - started)
         train_end = START + timedelta(hours=6)
-        bundle = train_bundle(load_normal_windows(engine, tables, settings, START, train_end), settings, (START.isoformat(), train_end.isoformat()))
+        train_and_publish(engine, tables, settings, START, train_end)
     finally:
         engine.dispose()
-    save_bundle(bundle, settings.model_dir)
-    promote(settings.model_dir, bundle.version)
     return fleet.telemetry["timestamp"].max().to_pydatetime()
 
 

@@ -71,9 +71,10 @@ def cmd_simulate(args, settings: Settings) -> int:
 
 
 def cmd_train(args, settings: Settings) -> int:
-    from models.artifacts import load_for_settings, promote, save_bundle
-    from models.training import add_compressor_to_bundle, train_bundle
-    from pipeline.training_data import load_normal_windows, load_training_data
+    from models.artifacts import load_for_settings
+    from models.training import add_compressor_to_bundle
+    from pipeline.publish import publish, train_from_source
+    from pipeline.training_data import load_normal_windows
 
     if args.detector:
         settings = with_section(settings, "detection", detector=args.detector)
@@ -82,20 +83,14 @@ def cmd_train(args, settings: Settings) -> int:
     if args.epochs:
         settings = with_section(settings, "training", epochs=args.epochs)
     engine, tables = _engine(settings), _tables(settings)
-    training_range = (args.start.isoformat() if args.start else None, args.end.isoformat() if args.end else None)
     if args.add_compressor:
         bundle = load_for_settings(settings)
         sets = load_normal_windows(engine, tables, settings, args.start, args.end, [args.add_compressor])
         bundle = add_compressor_to_bundle(bundle, args.add_compressor, sets[args.add_compressor], settings)
-        bundle.version = ""
     else:
-        sets, moments = load_training_data(engine, tables, settings, args.start, args.end)
-        bundle = train_bundle(sets, settings, training_range, moments)
-    path = save_bundle(bundle, settings.model_dir)
-    log.info("saved model version %s to %s", bundle.version, path)
+        bundle = train_from_source(engine, tables, settings, args.start, args.end)
+    path = publish(bundle, settings.model_dir, promote_it=not args.no_promote)
     if not args.no_promote:
-        promote(settings.model_dir, bundle.version)
-        log.info("promoted model version %s", bundle.version)
         _warm_in_child(args, settings, bundle.version)
     if args.mlflow or os.environ.get("MLFLOW_TRACKING_URI"):
         from models.tracking import log_training
@@ -260,8 +255,9 @@ def cmd_status(args, settings: Settings) -> int:
 
 
 def cmd_calibrate(args, settings: Settings) -> int:
-    from models.artifacts import load_for_settings, promote, save_bundle
+    from models.artifacts import load_for_settings
     from models.training import recalibrate_bundle
+    from pipeline.publish import publish
     from pipeline.training_data import load_normal_windows
 
     if args.threshold_rule:
@@ -276,12 +272,8 @@ def cmd_calibrate(args, settings: Settings) -> int:
         raise ValueError(f"no normal windows between {args.start.isoformat()} and {args.end.isoformat()} for compressor(s) {', '.join(missing)}")
     parent = bundle.version
     bundle = recalibrate_bundle(bundle, sets, settings, (args.start.isoformat(), args.end.isoformat()))
-    bundle.version, bundle.created_at = "", ""
-    path = save_bundle(bundle, settings.model_dir)
-    log.info("calibrated %d compressor(s) of %s on %s .. %s: saved version %s to %s", len(sets), parent, args.start, args.end, bundle.version, path)
-    if not args.no_promote:
-        promote(settings.model_dir, bundle.version)
-        log.info("promoted model version %s", bundle.version)
+    publish(bundle, settings.model_dir, promote_it=not args.no_promote)
+    log.info("calibrated %d compressor(s) of %s on %s .. %s: version %s", len(sets), parent, args.start, args.end, bundle.version)
     print(bundle.version)
     return 0
 

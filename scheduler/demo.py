@@ -20,9 +20,7 @@ from db.schema import build_tables, create_all
 from db.source import write_telemetry
 from evaluation.metrics import event_report
 from evaluation.plots import plot_scores
-from models.artifacts import promote, save_bundle
-from models.training import train_bundle
-from pipeline.training_data import load_normal_windows
+from pipeline.publish import train_and_publish
 from scheduler.runner import Runner
 from simulation.fleet import simulate_fleet
 
@@ -74,10 +72,7 @@ def run_demo(settings: Settings, args) -> int:
 
     train_end = DEMO_START + timedelta(days=args.train_days)
     log.info("demo 2/4: training on the normal rows before %s", train_end)
-    sets = load_normal_windows(engine, tables, settings, DEMO_START, train_end)
-    bundle = train_bundle(sets, settings, (DEMO_START.isoformat(), train_end.isoformat()))
-    save_bundle(bundle, settings.model_dir)
-    promote(settings.model_dir, bundle.version)
+    bundle = train_and_publish(engine, tables, settings, DEMO_START, train_end)
 
     log.info("demo 3/4: scheduler run over the rest of the data")
     report = Runner(settings, engine, bundle).run_once()

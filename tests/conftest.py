@@ -43,9 +43,7 @@ def trained_fleet(tmp_path_factory):
     from db.engine import make_engine
     from db.schema import build_tables, create_all
     from db.source import write_telemetry
-    from models.artifacts import promote, save_bundle
-    from models.training import train_bundle
-    from pipeline.training_data import load_normal_windows
+    from pipeline.publish import train_and_publish
     from simulation.fleet import simulate_fleet
 
     tmp = tmp_path_factory.mktemp("fleet")
@@ -55,8 +53,6 @@ def trained_fleet(tmp_path_factory):
     create_all(engine, tables)
     write_telemetry(engine, tables, fleet.telemetry)
     train_end = START + timedelta(days=1)
-    bundle = train_bundle(load_normal_windows(engine, tables, settings, START, train_end), settings, (START.isoformat(), train_end.isoformat()))
-    save_bundle(bundle, settings.model_dir)
-    promote(settings.model_dir, bundle.version)
+    bundle = train_and_publish(engine, tables, settings, START, train_end)
     engine.dispose()
     return {"settings": settings, "fleet": fleet, "bundle": bundle, "train_end": train_end, "dir": tmp}

@@ -26,9 +26,8 @@ from db.engine import make_engine
 from db.results import utcnow
 from db.schema import Tables, build_tables, create_all
 from db.source import write_telemetry
-from models.artifacts import ModelBundle, promote, save_bundle
-from models.training import train_bundle
-from pipeline.training_data import load_normal_windows
+from models.artifacts import ModelBundle
+from pipeline.publish import publish, train_from_source
 from scheduler.runner import Runner
 from simulation.fleet import simulate_fleet
 
@@ -115,11 +114,9 @@ def trained_small_fleet(folder: Path) -> Fleet:
         settings = load_settings(write_config(folder / "train.toml"), env={}, db_url=f"sqlite:///{folder / 'train.sqlite'}")
         engine, tables = prepared(settings.db_url, settings)
         write_telemetry(engine, tables, telemetry[telemetry["timestamp"] <= TRAIN_END])
-        windows = load_normal_windows(engine, tables, settings, START, TRAIN_END)
+        bundle = train_from_source(engine, tables, settings, START, TRAIN_END)
         engine.dispose()
-        bundle = train_bundle(windows, settings, (START.isoformat(), TRAIN_END.isoformat()))
-        save_bundle(bundle, folder / "models")
-        promote(folder / "models", bundle.version)
+        publish(bundle, folder / "models")
         _FLEET["fleet"] = Fleet(folder / "models", bundle, telemetry)
     return _FLEET["fleet"]
 

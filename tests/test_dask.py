@@ -17,9 +17,7 @@ from db.engine import make_engine
 from db.schema import build_tables, create_all
 from db.scratch import scratch_database
 from db.source import write_telemetry
-from models.artifacts import promote, save_bundle
-from models.training import train_bundle
-from pipeline.training_data import load_normal_windows
+from pipeline.publish import publish, train_from_source
 from scheduler.cli import main
 from scheduler.dask_executor import DaskExecutor
 from scheduler.runner import Runner
@@ -182,9 +180,8 @@ def test_a_worker_killed_mid_transaction_leaves_no_duplicates_and_complete_resul
     target = _with_db(settings, f"sqlite:///{tmp_path / 'target.sqlite'}", fleet.telemetry)
     train_end = START + timedelta(hours=8)
     engine = make_engine(reference.db_url)
-    bundle = train_bundle(load_normal_windows(engine, build_tables(reference), reference, START, train_end), reference, (START.isoformat(), train_end.isoformat()))
-    save_bundle(bundle, settings.model_dir)
-    promote(settings.model_dir, bundle.version)
+    bundle = train_from_source(engine, build_tables(reference), reference, START, train_end)
+    publish(bundle, settings.model_dir)
     start, end = train_end, START + timedelta(days=1)
     assert Runner(reference, engine, bundle).backfill(start, end).ok
     engine.dispose()
