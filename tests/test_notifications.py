@@ -14,6 +14,7 @@ import sys
 import time
 from contextlib import ExitStack
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -177,3 +178,59 @@ def test_without_a_channel_nothing_is_written_imported_or_sent(fleet, notify_db,
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert len(episodes(engine, tables)) > 0 and _outbox(engine, tables) == []
+
+
+def test_wrong_smtp_password_is_recorded_not_retried_and_sent_once_corrected(fleet, notify_db, tmp_path, tls, caplog):
+    """A refused login fails the row's try at once (not retried within the send), says so on the row and in
+    the log without the password, and leaves it pending; once the password is right it is sent exactly once."""
+    caplog.set_level(logging.DEBUG)
+    wrong = "smtp-wrong-3e9d04b7a1c6"
+    with SmtpReceiver(*tls, "alerts@plant", PASSWORD) as smtp:
+        password_file = _secret_file(tmp_path, "smtp", wrong)
+        notify = {
+            "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_username": "alerts@plant", "smtp_password_file": password_file,
+            "email_from": "compressor-ad@plant", "email_to": ["reliability@plant"], "ca_file": str(tls[0]), "attempts": 3, "backoff_s": 0.05,
+        }
+        settings, engine, tables, _ = notify_db(notify)
+        started = time.monotonic()
+        Runner(settings, engine, touchy(fleet.bundle)).run_once()  # writes the rows, then the first (refused) pass
+        opened = episodes(engine, tables)
+        rows = _outbox(engine, tables)
+        assert len(rows) == len(opened) > 0 and not smtp.messages and not smtp.logins
+        assert len(smtp.refused) == len(rows)  # one connection per row: a refused login is not tried again in the pass
+        for row in rows:
+            assert row["status"] == "pending" and row["attempts"] == 1 and row["sent_at"] is None
+            assert row["last_error"].startswith(f"smtp 127.0.0.1:{smtp.port}: login as alerts@plant refused (535 ")
+            assert row["next_attempt_at"] > row["created_at"]
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "via email failed" in r.getMessage()]
+        assert len(warnings) == len(rows) and all("login as alerts@plant refused" in w for w in warnings)
+        assert time.monotonic() - started < 30
+
+        Path(password_file).write_text(PASSWORD + "\n", encoding="utf-8")
+        sent, deadline = 0, time.monotonic() + 10
+        while sent < len(rows) and time.monotonic() < deadline:  # due once its backoff (0.1 s here) has passed
+            sent += deliver(engine, tables, settings).sent
+            time.sleep(0.1)
+        assert sent == len(rows) and deliver(engine, tables, settings).sent == 0
+        keys = [email.message_from_bytes(m, policy=email.policy.default)["Idempotency-Key"] for m in smtp.messages]
+        assert len(keys) == len(set(keys)) == len(rows) == len(smtp.logins)
+    stored = _outbox(engine, tables)
+    assert all(r["status"] == "sent" and r["attempts"] == 2 and r["last_error"] is None for r in stored)
+    assert not any(wrong in r["last_error"] or PASSWORD in r["last_error"] for r in rows)
+    _no_secret_logged(caplog, wrong, PASSWORD)
+
+
+def test_untrusted_webhook_certificate_is_tried_once_per_pass(fleet, notify_db, tmp_path, tls):
+    """A certificate the sender does not trust fails the same way on every try: one try per row and pass."""
+    other = tmp_path / "other_ca"
+    other.mkdir()
+    receiver = WebhookReceiver(*tls, SECRET).start()
+    try:
+        notify = {"webhook_url": receiver.url, "webhook_secret_file": _secret_file(tmp_path, "hook", SECRET), "ca_file": str(self_signed(other)[0]), "attempts": 3}
+        settings, engine, tables, _ = notify_db(notify)
+        Runner(settings, engine, touchy(fleet.bundle)).run_once()
+    finally:
+        receiver.stop()
+    rows = _outbox(engine, tables)
+    assert rows and not receiver.received
+    assert all(r["status"] == "pending" and r["attempts"] == 1 and "CERTIFICATE_VERIFY_FAILED" in r["last_error"] for r in rows)
