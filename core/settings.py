@@ -11,8 +11,9 @@ Environment variables:
     COMPRESSOR_AD_SMTP_PASSWORD     SMTP login password (the variable is named by [notify] smtp_password_env)
 
 Relative paths: the defaults (database file, model directory) are under PROJECT_ROOT, paths in a
-TOML file are relative to that file's directory, and paths from the environment or the command
-line are taken as given (relative to the working directory). Numeric settings lie in RANGES.
+TOML file (model_dir, a SQLite database, the [notify] files) are relative to that file's
+directory, and paths from the environment or the command line are taken as given (relative to
+the working directory). Numeric settings lie in RANGES.
 """
 from __future__ import annotations
 
@@ -464,6 +465,17 @@ def _build_opcua(values: Mapping[str, Any]) -> OpcUaSettings:
     return dataclasses.replace(section, nodes={str(cid): dict(signals) for cid, signals in nodes.items()})
 
 
+# Settings that name a file; like model_dir and a SQLite path, a relative one read from a TOML file is
+# taken relative to that file's directory.
+_FILE_SETTINGS = {"notify": ("webhook_secret_file", "smtp_password_file", "ca_file")}
+
+
+def _files_under(base: Path, section: str, values: Any) -> Any:
+    """The section with its relative _FILE_SETTINGS paths resolved under `base` (absolute and empty ones unchanged)."""
+    changes = {name: str(base / getattr(values, name)) for name in _FILE_SETTINGS.get(section, ()) if getattr(values, name)}
+    return dataclasses.replace(values, **changes)
+
+
 _SQLITE_PREFIX = "sqlite:///"
 
 
@@ -500,7 +512,7 @@ def load_settings(
         if key in _SECTIONS:
             if not isinstance(value, dict):
                 raise SettingsError(f"[{key}] must be a table")
-            top[key] = _build_section(_SECTIONS[key], value, key)
+            top[key] = _files_under(base, key, _build_section(_SECTIONS[key], value, key))
         elif key == "database":
             if not isinstance(value, dict) or not isinstance(value.get("url", ""), str) or set(value) - {"url"}:
                 raise SettingsError('[database] must be a table with one string key: url = "..."')

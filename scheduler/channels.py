@@ -35,6 +35,17 @@ class DeliveryError(Exception):
     """One delivery attempt failed (receiver down, refused, timed out): worth retrying."""
 
 
+class PermanentDeliveryError(DeliveryError):
+    """A try that another try seconds later would fail the same way (login refused, TLS or certificate
+    refused): not retried within the send; the outbox's own backoff tries the row again on a later pass."""
+
+
+def _tls_refused(exc: BaseException) -> bool:
+    """A TLS failure that repeats on every try: an untrusted certificate, a wrong host name, no common
+    protocol or cipher. Not a connection cut during the handshake (SSLEOFError), which a retry can mend."""
+    return isinstance(exc, ssl.SSLError) and not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError))
+
+
 class Channel(Protocol):
     name: str
 
@@ -95,7 +106,8 @@ class Webhook:
             raise DeliveryError(f"webhook {self.host}: HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise DeliveryError(f"webhook {self.host}: {printable(reason, 200)}") from None
+            error = PermanentDeliveryError if _tls_refused(reason) else DeliveryError
+            raise error(f"webhook {self.host}: {printable(reason, 200)}") from None
 
 
 class Email:
@@ -126,9 +138,16 @@ class Email:
                 if n.smtp_username:
                     smtp.login(n.smtp_username, self._password or "")
                 smtp.send_message(self.message(key, payload))
+        except smtplib.SMTPAuthenticationError as exc:
+            reply = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            raise PermanentDeliveryError(
+                f"smtp {n.smtp_host}:{n.smtp_port}: login as {printable(n.smtp_username, 100)} refused ({exc.smtp_code} {printable(reply, 200)}): "
+                f"check smtp_username and the password (smtp_password_file or ${n.smtp_password_env})"
+            ) from None
         except (smtplib.SMTPException, OSError) as exc:
             detail = str(exc).splitlines()[0] if str(exc) else ""
-            raise DeliveryError(f"smtp {n.smtp_host}:{n.smtp_port}: {type(exc).__name__} {printable(detail, 200)}".rstrip()) from None
+            error = PermanentDeliveryError if _tls_refused(exc) else DeliveryError
+            raise error(f"smtp {n.smtp_host}:{n.smtp_port}: {type(exc).__name__} {printable(detail, 200)}".rstrip()) from None
 
 
 def build_channels(notify: NotifySettings) -> dict[str, Channel]:

@@ -3,9 +3,10 @@
 A notification row (db/alert_schema.py) is written in the transaction of the episode it
 announces; this sender runs after the run's transactions committed. Per due row: claim it (a
 short transaction; a second sender skips it), send it with up to `[notify] attempts` tries and
-exponential backoff (tenacity), then mark it sent, or record the error and the time of the
-next pass's try (backoff doubling up to backoff_max_s). A crash before the claim or during the
-send leaves the row pending, and the next run sends it: same idempotency key, so a receiver that
+exponential backoff (tenacity; a refused login or TLS handshake ends the send after its first
+try), then mark it sent, or record the error and the time of the next pass's try (backoff
+doubling per try made, up to backoff_max_s). A crash before the claim or during the send
+leaves the row pending, and the next run sends it: same idempotency key, so a receiver that
 already had it (a crash after its reply, before the mark) can drop the copy.
 
 With no channel configured nothing here runs, no channel module is imported, nothing is opened.
@@ -43,24 +44,28 @@ def _claim_seconds(settings: Settings) -> float:
     return n.attempts * max(n.webhook_timeout_s, n.smtp_timeout_s) + waits + 60.0
 
 
-def _send(channel, row: dict, settings: Settings) -> int:
-    """Send with retries; returns the tries used; raises the last DeliveryError."""
-    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+def _send(channel, row: dict, settings: Settings) -> tuple[int, Exception | None]:
+    """(tries used, the last DeliveryError or None once delivered): up to `attempts` tries, but a
+    PermanentDeliveryError (login or TLS refused) ends the send at once."""
+    from tenacity import Retrying, retry_if_exception_type, retry_if_not_exception_type, stop_after_attempt, wait_exponential
 
-    from scheduler.channels import DeliveryError
+    from scheduler.channels import DeliveryError, PermanentDeliveryError
 
     n = settings.notify
     tries = 0
-    for attempt in Retrying(
-        stop=stop_after_attempt(n.attempts),
-        wait=wait_exponential(multiplier=n.backoff_s, max=n.backoff_max_s),
-        retry=retry_if_exception_type(DeliveryError),
-        reraise=True,
-    ):
-        with attempt:
-            tries = attempt.retry_state.attempt_number
-            channel.send(row["idempotency_key"], row["payload"])
-    return tries
+    try:
+        for attempt in Retrying(
+            stop=stop_after_attempt(n.attempts),
+            wait=wait_exponential(multiplier=n.backoff_s, max=n.backoff_max_s),
+            retry=retry_if_exception_type(DeliveryError) & retry_if_not_exception_type(PermanentDeliveryError),
+            reraise=True,
+        ):
+            with attempt:
+                tries = attempt.retry_state.attempt_number
+                channel.send(row["idempotency_key"], row["payload"])
+    except DeliveryError as exc:
+        return tries, exc
+    return tries, None
 
 
 def deliver(engine: sa.Engine, tables: Tables, settings: Settings) -> DeliveryReport | None:
@@ -82,21 +87,21 @@ def deliver(engine: sa.Engine, tables: Tables, settings: Settings) -> DeliveryRe
                 continue
         channel = channels.get(row["channel"])
         what = f"notification {row['id']} ({row['kind']}, compressor {printable(row['compressor_id'], 64)}, episode {row['episode_start']:%Y-%m-%d %H:%M:%S})"
-        try:
-            if channel is None:
-                raise DeliveryError(f"channel {row['channel']} is no longer configured")
-            tries = _send(channel, row, settings)
-        except DeliveryError as exc:
-            attempts = row["attempts"] + (settings.notify.attempts if channel else 1)
+        if channel is None:
+            tries, failure = 1, DeliveryError(f"channel {row['channel']} is no longer configured")
+        else:
+            tries, failure = _send(channel, row, settings)
+        attempts = row["attempts"] + tries
+        if failure is not None:
             delay = min(settings.notify.backoff_max_s, settings.notify.backoff_s * 2**attempts)
-            error = mask_secrets(str(exc))
+            error = mask_secrets(str(failure))
             with engine.begin() as conn:
                 store.mark_failed(conn, tables, row["id"], attempts, error, utcnow() + timedelta(seconds=delay))
             report.failed += 1
-            log.warning("%s via %s failed after %d tries, next try in %.0f s: %s", what, row["channel"], attempts, delay, error)
+            log.warning("%s via %s failed (%d tries so far), next try in %.1f s: %s", what, row["channel"], attempts, delay, error)
             continue
         with engine.begin() as conn:
-            store.mark_sent(conn, tables, row["id"], row["attempts"] + tries, utcnow())
+            store.mark_sent(conn, tables, row["id"], attempts, utcnow())
         report.sent += 1
         log.info("%s sent via %s (%d tries)", what, row["channel"], tries)
     if rows:

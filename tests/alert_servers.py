@@ -93,7 +93,8 @@ class WebhookReceiver:
 
 
 class SmtpReceiver:
-    """aiosmtpd with STARTTLS required and LOGIN/PLAIN auth against one user."""
+    """aiosmtpd with STARTTLS required and LOGIN/PLAIN auth against one user; a wrong login is answered
+    535 at once (aiosmtpd's default for a failed AuthResult is to answer nothing)."""
 
     def __init__(self, cert: Path, key: Path, user: str, password: str) -> None:
         from aiosmtpd.controller import Controller
@@ -101,6 +102,7 @@ class SmtpReceiver:
 
         self.messages: list[bytes] = []
         self.logins: list[str] = []
+        self.refused: set[tuple] = set()  # the peers (host, port) of connections whose login was refused
         receiver = self
 
         class Handler:
@@ -112,7 +114,9 @@ class SmtpReceiver:
             ok = auth_data.login.decode() == user and auth_data.password.decode() == password
             if ok:
                 receiver.logins.append(user)
-            return AuthResult(success=ok)
+            else:
+                receiver.refused.add(tuple(session.peer))
+            return AuthResult(success=ok, handled=False)
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)

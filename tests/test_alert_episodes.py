@@ -1,8 +1,10 @@
 """Alert episodes: derived from the windows written, never duplicated by replay or backfill; maintenance and
-stopped-mode suppression; the `alerts` and `maintenance` commands."""
+stopped-mode suppression; the `alerts` and `maintenance` commands. The episode, maintenance and command
+tests run on SQLite, PostgreSQL and MariaDB, each in a database of its own (tests/db_servers.py)."""
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from datetime import timedelta
 
 import numpy as np
@@ -10,6 +12,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from db_servers import KINDS, database
 from models.alarms import AlarmRule
 from models.artifacts import ModelBundle
 from scheduler.cli import main
@@ -29,12 +32,30 @@ def touchy(bundle: ModelBundle, threshold: float = 1.0) -> ModelBundle:
     return ModelBundle(bundle.detector, {c: threshold for c in bundle.thresholds}, bundle.threshold_rule, AlarmRule("consecutive", 3, quiet_windows=5), bundle.training_range, bundle.version)
 
 
-def setup_db(fleet, tmp_path, name="db", extra_toml: str = "", **sections):
+def setup_db(fleet, tmp_path, name="db", extra_toml: str = "", url: str | None = None, **sections):
+    """Settings, engine and created tables on `url` (default: the SQLite file `name`.sqlite), config `name`.toml."""
     config = write_config(tmp_path / f"{name}.toml", **sections)
     config.write_text(config.read_text() + extra_toml, encoding="utf-8")
-    settings = fleet.settings(f"sqlite:///{tmp_path / (name + '.sqlite')}", config)
+    settings = fleet.settings(url or f"sqlite:///{tmp_path / (name + '.sqlite')}", config)
     engine, tables = prepared(settings.db_url, settings)
     return settings, engine, tables
+
+
+@pytest.fixture
+def on_database(fleet, tmp_path):
+    """new(kind, name) -> setup_db on an empty database of its own (tests/db_servers.py); after the
+    test its engine is disposed and the database dropped."""
+    with ExitStack() as stack:
+
+        def new(kind: str, name: str = "db", **options):
+            folder = tmp_path / f"{name}-{kind}"
+            folder.mkdir()
+            url = stack.enter_context(database(kind, folder))
+            settings, engine, tables = setup_db(fleet, tmp_path, name, url=url, **options)
+            stack.callback(engine.dispose)
+            return settings, engine, tables
+
+        yield new
 
 
 def episodes(engine, tables) -> pd.DataFrame:
@@ -64,9 +85,10 @@ def runs_in_windows(engine, tables) -> list[tuple]:
     return out
 
 
-def test_episodes_follow_windows_and_survive_replay_and_backfill(fleet, tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_episodes_follow_windows_and_survive_replay_and_backfill(fleet, kind, on_database):
     bundle = touchy(fleet.bundle)
-    settings, engine, tables = setup_db(fleet, tmp_path)
+    settings, engine, tables = on_database(kind)
     t = fleet.telemetry
     append(engine, tables, t[t["timestamp"] <= TRAIN_END + timedelta(hours=1.5)])
     Runner(settings, engine, bundle).run_once()
@@ -90,15 +112,16 @@ def test_episodes_follow_windows_and_survive_replay_and_backfill(fleet, tmp_path
     assert after["acknowledged_by"].iloc[0] == "ana" and after["state"].iloc[0] == "acknowledged"
 
     # The same rows scored in one pass on a fresh database give the same episodes.
-    settings2, engine2, tables2 = setup_db(fleet, tmp_path, "one_pass")
+    settings2, engine2, tables2 = on_database(kind, "one_pass")
     append(engine2, tables2, t[t["timestamp"] <= TRAIN_END + timedelta(hours=3)])
     Runner(settings2, engine2, bundle).run_once()
     pd.testing.assert_frame_equal(episodes(engine2, tables2)[EPISODE_FIELDS], first[EPISODE_FIELDS], check_exact=False, rtol=1e-9)
 
 
-def test_maintenance_window_suppresses_episodes_only_when_rescored(fleet, tmp_path, capsys):
+@pytest.mark.parametrize("kind", KINDS)
+def test_maintenance_window_suppresses_episodes_only_when_rescored(fleet, kind, on_database, tmp_path, capsys):
     bundle = touchy(fleet.bundle)
-    settings, engine, tables = setup_db(fleet, tmp_path)
+    settings, engine, tables = on_database(kind)
     t = fleet.telemetry
     append(engine, tables, t[t["timestamp"] <= TRAIN_END + timedelta(hours=2)])
     Runner(settings, engine, bundle).run_once()
@@ -161,9 +184,10 @@ def test_stopped_compressor_opens_no_episode_during_a_start_up(fleet, tmp_path):
             assert len(episodes(engine, tables)) == 1
 
 
-def test_alerts_list_ack_close_commands(fleet, tmp_path, capsys):
+@pytest.mark.parametrize("kind", KINDS)
+def test_alerts_list_ack_close_commands(fleet, kind, on_database, capsys):
     bundle = touchy(fleet.bundle)
-    settings, engine, tables = setup_db(fleet, tmp_path)
+    settings, engine, tables = on_database(kind)
     t = fleet.telemetry
     append(engine, tables, t[t["timestamp"] <= TRAIN_END + timedelta(hours=2)])
     Runner(settings, engine, bundle).run_once()

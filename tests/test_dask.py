@@ -1,4 +1,5 @@
-"""The Dask executor: the same results as the local one (PostgreSQL, SQLite), and none lost or doubled when a worker dies."""
+"""The Dask executor: the same results as the local one (PostgreSQL, SQLite), none lost or doubled when a
+worker dies, and the notifications of the episodes its workers opened sent once by the client."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from distributed import Client, LocalCluster
 
+from alert_servers import WebhookReceiver, self_signed
 from core.errors import PipelineError
 from core.settings import Settings, with_section
 from db.engine import make_engine
@@ -20,8 +22,10 @@ from db.source import write_telemetry
 from pipeline.publish import publish, train_from_source
 from scheduler.cli import main
 from scheduler.dask_executor import DaskExecutor
+from scheduler.notifier import deliver
 from scheduler.runner import Runner
 from simulation.fleet import simulate_fleet
+from test_alert_episodes import touchy
 
 START = datetime(2026, 1, 1)
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -226,3 +230,45 @@ def test_a_worker_killed_mid_transaction_leaves_no_duplicates_and_complete_resul
     summary, expected_summary = got.pop("lstm_batch_summary"), expected.pop("lstm_batch_summary")
     pd.testing.assert_frame_equal(summary.drop_duplicates().reset_index(drop=True), expected_summary, check_exact=True)
     assert_same_results(expected, got)
+
+
+def test_episodes_opened_on_workers_are_notified_once_also_after_a_replay(trained_fleet, cluster, tmp_path):
+    """Workers write each new episode's outbox row in their batch transaction; the client sends the outbox
+    after the run. A second live run and a backfill of the same range (with backfill notifications on)
+    write no second row, so the receiver has each episode once."""
+    secret = "whsec-dask-4f0b91c2e7"
+    cert, key = self_signed(tmp_path)
+    secret_file = tmp_path / "hook"
+    secret_file.write_text(secret + "\n", encoding="utf-8")
+    bundle = touchy(trained_fleet["bundle"])
+    save_bundle(bundle, tmp_path / "models")
+    promote(tmp_path / "models", bundle.version)
+    t, train_end = trained_fleet["fleet"].telemetry, trained_fleet["train_end"]
+    rows = t[(t["timestamp"] > train_end) & (t["timestamp"] <= train_end + timedelta(hours=2))]
+    receiver = WebhookReceiver(cert, key, secret).start()
+    try:
+        settings = with_section(
+            trained_fleet["settings"].replace(model_dir=tmp_path / "models"), "notify",
+            webhook_url=receiver.url, webhook_secret_file=str(secret_file), ca_file=str(cert), attempts=2, backoff_s=0.01,
+        )
+        settings = _with_db(settings, f"sqlite:///{tmp_path / 'notify.sqlite'}", rows)
+        with DaskExecutor(settings, cluster.scheduler.address) as executor:
+            assert executor.run_once().ok
+            first = list(receiver.received)
+            assert executor.run_once().ok
+        replay = with_section(settings, "notify", backfill=True)
+        with DaskExecutor(replay, cluster.scheduler.address) as executor:
+            assert executor.backfill(rows["timestamp"].min().to_pydatetime(), rows["timestamp"].max().to_pydatetime()).ok
+        engine, tables = make_engine(settings.db_url), build_tables(settings)
+        assert deliver(engine, tables, settings).sent == 0
+        with engine.connect() as conn:
+            opened = conn.execute(sa.select(tables.alerts.episodes.c.compressor_id, tables.alerts.episodes.c.start_time)).all()
+            outbox = conn.execute(sa.select(tables.alerts.notifications.c.status)).scalars().all()
+        engine.dispose()
+    finally:
+        receiver.stop()
+    assert opened and len(first) == len(opened)
+    keys = [m["key"] for m in receiver.received]
+    assert receiver.rejected == 0 and len(keys) == len(set(keys)) == len(opened)
+    assert {(m["body"]["compressor_id"], m["body"]["start_time"]) for m in receiver.received} == {(cid, start.isoformat()) for cid, start in opened}
+    assert outbox == ["sent"] * len(opened)

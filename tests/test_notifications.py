@@ -1,7 +1,8 @@
 """Notifications through real receivers on 127.0.0.1: an HTTPS webhook and an SMTP server with STARTTLS and login.
 
-Delivery, retry after the receiver was down, no duplicate after a SIGKILL between commit and send,
-no secret in any log line, and nothing imported or sent without a channel.
+Delivery, retry after the receiver was down, no duplicate after a SIGKILL between commit and send
+(both on SQLite, PostgreSQL and MariaDB), no secret in any log line, and nothing imported or sent
+without a channel.
 """
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import logging
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from alert_servers import SmtpReceiver, WebhookReceiver, self_signed
+from db_servers import KINDS, database
 from models.artifacts import promote, save_bundle
 from scheduler.notifier import deliver
 from scheduler.runner import Runner
@@ -45,13 +49,24 @@ def _secret_file(tmp_path, name, value):
     return str(path)
 
 
-def _db(fleet, tmp_path, notify: dict):
-    config = write_config(tmp_path / "notify.toml", notify={"backoff_s": 0.01, "attempts": 2, **notify})
-    settings = fleet.settings(f"sqlite:///{tmp_path / 'n.sqlite'}", config)
-    engine, tables = prepared(settings.db_url, settings)
-    t = fleet.telemetry
-    append(engine, tables, t[t["timestamp"] <= TRAIN_END + timedelta(hours=1.5)])
-    return settings, engine, tables, config
+@pytest.fixture
+def notify_db(fleet, tmp_path):
+    """new(notify, kind) -> (settings, engine, tables, config): an empty database of that kind of its own
+    (tests/db_servers.py) holding 1.5 h of live telemetry, `[notify]` set; engine disposed and database
+    dropped after the test."""
+    with ExitStack() as stack:
+
+        def new(notify: dict, kind: str = "sqlite"):
+            url = stack.enter_context(database(kind, tmp_path))
+            config = write_config(tmp_path / "notify.toml", notify={"backoff_s": 0.01, "attempts": 2, **notify})
+            settings = fleet.settings(url, config)
+            engine, tables = prepared(url, settings)
+            stack.callback(engine.dispose)
+            t = fleet.telemetry
+            append(engine, tables, t[t["timestamp"] <= TRAIN_END + timedelta(hours=1.5)])
+            return settings, engine, tables, config
+
+        yield new
 
 
 def _outbox(engine, tables):
@@ -65,10 +80,11 @@ def _no_secret_logged(caplog, *secrets):
         assert not any(s in text for s in secrets), text
 
 
-def test_webhook_retried_after_receiver_was_down_delivered_once_signed(fleet, tmp_path, tls, caplog):
+@pytest.mark.parametrize("kind", KINDS)
+def test_webhook_retried_after_receiver_was_down_delivered_once_signed(fleet, kind, notify_db, tmp_path, tls, caplog):
     caplog.set_level(logging.DEBUG)
     receiver = WebhookReceiver(*tls, SECRET)  # port reserved, server not started yet: the receiver is down
-    settings, engine, tables, _ = _db(fleet, tmp_path, {"webhook_url": receiver.url, "webhook_secret_file": _secret_file(tmp_path, "hook", SECRET), "ca_file": str(tls[0])})
+    settings, engine, tables, _ = notify_db({"webhook_url": receiver.url, "webhook_secret_file": _secret_file(tmp_path, "hook", SECRET), "ca_file": str(tls[0])}, kind)
     bundle = touchy(fleet.bundle)
     Runner(settings, engine, bundle).run_once()
     opened = episodes(engine, tables)
@@ -102,14 +118,14 @@ def test_webhook_retried_after_receiver_was_down_delivered_once_signed(fleet, tm
     _no_secret_logged(caplog, SECRET)
 
 
-def test_email_over_starttls_with_login(fleet, tmp_path, tls, caplog):
+def test_email_over_starttls_with_login(fleet, notify_db, tmp_path, tls, caplog):
     caplog.set_level(logging.DEBUG)
     with SmtpReceiver(*tls, "alerts@plant", PASSWORD) as smtp:
         notify = {
             "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_username": "alerts@plant", "smtp_password_file": _secret_file(tmp_path, "smtp", PASSWORD),
             "email_from": "compressor-ad@plant", "email_to": ["reliability@plant", "control-room@plant"], "ca_file": str(tls[0]),
         }
-        settings, engine, tables, _ = _db(fleet, tmp_path, notify)
+        settings, engine, tables, _ = notify_db(notify)
         Runner(settings, engine, touchy(fleet.bundle)).run_once()
         opened = episodes(engine, tables)
         assert len(smtp.messages) == len(opened) > 0 and smtp.logins
@@ -121,10 +137,11 @@ def test_email_over_starttls_with_login(fleet, tmp_path, tls, caplog):
     _no_secret_logged(caplog, PASSWORD)
 
 
-def test_sigkill_between_commit_and_send_delivers_on_the_next_run_once(fleet, tmp_path, tls):
+@pytest.mark.parametrize("kind", KINDS)
+def test_sigkill_between_commit_and_send_delivers_on_the_next_run_once(fleet, kind, notify_db, tmp_path, tls):
     receiver = WebhookReceiver(*tls, SECRET).start()
     try:
-        settings, engine, tables, config = _db(fleet, tmp_path, {"webhook_url": receiver.url, "webhook_secret_file": _secret_file(tmp_path, "hook", SECRET), "ca_file": str(tls[0])})
+        settings, engine, tables, config = notify_db({"webhook_url": receiver.url, "webhook_secret_file": _secret_file(tmp_path, "hook", SECRET), "ca_file": str(tls[0])}, kind)
         model_dir = tmp_path / "models"
         bundle = touchy(fleet.bundle)
         save_bundle(bundle, model_dir)
@@ -145,8 +162,8 @@ def test_sigkill_between_commit_and_send_delivers_on_the_next_run_once(fleet, tm
     assert SECRET not in "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
 
 
-def test_without_a_channel_nothing_is_written_imported_or_sent(fleet, tmp_path):
-    settings, engine, tables, config = _db(fleet, tmp_path, {})
+def test_without_a_channel_nothing_is_written_imported_or_sent(fleet, notify_db, tmp_path):
+    settings, engine, tables, config = notify_db({})
     model_dir = tmp_path / "models"
     bundle = touchy(fleet.bundle)
     save_bundle(bundle, model_dir)
@@ -161,3 +178,59 @@ def test_without_a_channel_nothing_is_written_imported_or_sent(fleet, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert len(episodes(engine, tables)) > 0 and _outbox(engine, tables) == []
+
+
+def test_wrong_smtp_password_is_recorded_not_retried_and_sent_once_corrected(fleet, notify_db, tmp_path, tls, caplog):
+    """A refused login fails the row's try at once (not retried within the send), says so on the row and in
+    the log without the password, and leaves it pending; once the password is right it is sent exactly once."""
+    caplog.set_level(logging.DEBUG)
+    wrong = "smtp-wrong-3e9d04b7a1c6"
+    with SmtpReceiver(*tls, "alerts@plant", PASSWORD) as smtp:
+        password_file = _secret_file(tmp_path, "smtp", wrong)
+        notify = {
+            "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_username": "alerts@plant", "smtp_password_file": password_file,
+            "email_from": "compressor-ad@plant", "email_to": ["reliability@plant"], "ca_file": str(tls[0]), "attempts": 3, "backoff_s": 0.05,
+        }
+        settings, engine, tables, _ = notify_db(notify)
+        started = time.monotonic()
+        Runner(settings, engine, touchy(fleet.bundle)).run_once()  # writes the rows, then the first (refused) pass
+        opened = episodes(engine, tables)
+        rows = _outbox(engine, tables)
+        assert len(rows) == len(opened) > 0 and not smtp.messages and not smtp.logins
+        assert len(smtp.refused) == len(rows)  # one connection per row: a refused login is not tried again in the pass
+        for row in rows:
+            assert row["status"] == "pending" and row["attempts"] == 1 and row["sent_at"] is None
+            assert row["last_error"].startswith(f"smtp 127.0.0.1:{smtp.port}: login as alerts@plant refused (535 ")
+            assert row["next_attempt_at"] > row["created_at"]
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "via email failed" in r.getMessage()]
+        assert len(warnings) == len(rows) and all("login as alerts@plant refused" in w for w in warnings)
+        assert time.monotonic() - started < 30
+
+        Path(password_file).write_text(PASSWORD + "\n", encoding="utf-8")
+        sent, deadline = 0, time.monotonic() + 10
+        while sent < len(rows) and time.monotonic() < deadline:  # due once its backoff (0.1 s here) has passed
+            sent += deliver(engine, tables, settings).sent
+            time.sleep(0.1)
+        assert sent == len(rows) and deliver(engine, tables, settings).sent == 0
+        keys = [email.message_from_bytes(m, policy=email.policy.default)["Idempotency-Key"] for m in smtp.messages]
+        assert len(keys) == len(set(keys)) == len(rows) == len(smtp.logins)
+    stored = _outbox(engine, tables)
+    assert all(r["status"] == "sent" and r["attempts"] == 2 and r["last_error"] is None for r in stored)
+    assert not any(wrong in r["last_error"] or PASSWORD in r["last_error"] for r in rows)
+    _no_secret_logged(caplog, wrong, PASSWORD)
+
+
+def test_untrusted_webhook_certificate_is_tried_once_per_pass(fleet, notify_db, tmp_path, tls):
+    """A certificate the sender does not trust fails the same way on every try: one try per row and pass."""
+    other = tmp_path / "other_ca"
+    other.mkdir()
+    receiver = WebhookReceiver(*tls, SECRET).start()
+    try:
+        notify = {"webhook_url": receiver.url, "webhook_secret_file": _secret_file(tmp_path, "hook", SECRET), "ca_file": str(self_signed(other)[0]), "attempts": 3}
+        settings, engine, tables, _ = notify_db(notify)
+        Runner(settings, engine, touchy(fleet.bundle)).run_once()
+    finally:
+        receiver.stop()
+    rows = _outbox(engine, tables)
+    assert rows and not receiver.received
+    assert all(r["status"] == "pending" and r["attempts"] == 1 and "CERTIFICATE_VERIFY_FAILED" in r["last_error"] for r in rows)

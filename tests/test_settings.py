@@ -162,3 +162,38 @@ def test_every_range_is_checked_at_both_ends():
 def test_out_of_range_values_in_a_file_are_refused(tmp_path, text, message):
     with pytest.raises(SettingsError, match=message):
         load_settings(write(tmp_path, text), env={})
+
+
+def test_notify_files_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    """[notify] secret, password and CA files named relative in a config file are found from any working directory."""
+    from alert_servers import self_signed
+    from scheduler.channels import build_channels
+
+    etc = tmp_path / "etc"
+    (etc / "secrets").mkdir(parents=True)
+    cert, _ = self_signed(etc)
+    (etc / "secrets" / "hook").write_text("whsec-relative\n", encoding="utf-8")
+    absolute = tmp_path / "smtp_password"
+    absolute.write_text("pw\n", encoding="utf-8")
+    config = etc / "compressor-ad.toml"
+    config.write_text(
+        f"""
+[notify]
+webhook_url = "https://127.0.0.1:8443/hooks"
+webhook_secret_file = "secrets/hook"
+ca_file = "{cert.name}"
+smtp_host = "127.0.0.1"
+smtp_username = "alerts"
+smtp_password_file = "{absolute.as_posix()}"
+email_from = "a@plant"
+email_to = ["b@plant"]
+""",
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    notify = load_settings(config, env={}).notify
+    assert (notify.webhook_secret_file, notify.ca_file, notify.smtp_password_file) == (str(etc / "secrets" / "hook"), str(cert), str(absolute))
+    assert set(build_channels(notify)) == {"webhook", "email"}  # every file read from `elsewhere`
+    assert load_settings(write(tmp_path, "[notify]\nattempts = 2\n"), env={}).notify.ca_file == ""  # unset stays unset
