@@ -32,9 +32,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DeliveryReport:
+    """Counts of one delivery pass; `held`: rows not tried because their channel refused login or TLS earlier in the pass."""
+
     sent: int = 0
     failed: int = 0
     skipped: int = 0
+    held: int = 0
 
 
 def _claim_seconds(settings: Settings) -> float:
@@ -72,7 +75,7 @@ def deliver(engine: sa.Engine, tables: Tables, settings: Settings) -> DeliveryRe
     """Send every due notification once; None when no channel is configured."""
     if not settings.notify.channels:
         return None
-    from scheduler.channels import DeliveryError, build_channels
+    from scheduler.channels import DeliveryError, PermanentDeliveryError, build_channels
 
     started = time.perf_counter()
     channels = build_channels(settings.notify)
@@ -80,7 +83,11 @@ def deliver(engine: sa.Engine, tables: Tables, settings: Settings) -> DeliveryRe
     report = DeliveryReport()
     with engine.connect() as conn:
         rows = store.due(conn, tables, utcnow())
+    refused: set[str] = set()  # channels whose login or TLS was refused: one refusal per pass, not one per row
     for row in rows:
+        if row["channel"] in refused:
+            report.held += 1
+            continue
         with engine.begin() as conn:
             if not store.claim(conn, tables, row["id"], utcnow(), _claim_seconds(settings)):
                 report.skipped += 1
@@ -98,6 +105,8 @@ def deliver(engine: sa.Engine, tables: Tables, settings: Settings) -> DeliveryRe
             with engine.begin() as conn:
                 store.mark_failed(conn, tables, row["id"], attempts, error, utcnow() + timedelta(seconds=delay))
             report.failed += 1
+            if isinstance(failure, PermanentDeliveryError):
+                refused.add(row["channel"])
             log.warning("%s via %s failed (%d tries so far), next try in %.1f s: %s", what, row["channel"], attempts, delay, error)
             continue
         with engine.begin() as conn:
@@ -105,7 +114,10 @@ def deliver(engine: sa.Engine, tables: Tables, settings: Settings) -> DeliveryRe
         report.sent += 1
         log.info("%s sent via %s (%d tries)", what, row["channel"], tries)
     if rows:
-        log.info("notifications: %d sent, %d failed, %d skipped (claimed by another sender) in %.2f s", report.sent, report.failed, report.skipped, time.perf_counter() - started)
+        log.info(
+            "notifications: %d sent, %d failed, %d held (their channel refused login or TLS), %d skipped (claimed by another sender) in %.2f s",
+            report.sent, report.failed, report.held, report.skipped, time.perf_counter() - started,
+        )
     return report
 
 
