@@ -135,7 +135,7 @@ class _Unit:
 class IsolationForestDetector:
     """One isolation forest per compressor on standardised rolling statistics of each window.
 
-    score_samples: the isolation-forest anomaly score, in (0, 1], higher is more anomalous
+    anomaly_score: the isolation-forest anomaly score, in (0, 1], higher is more anomalous
                    (normal windows score around 0.4-0.5, clear outliers approach 1).
     feature_errors: per signal, the mean over its rolling statistics of the squared standardised
                    deviation from the training mean: how far that signal's window looks from normal.
@@ -183,7 +183,7 @@ class IsolationForestDetector:
 
     def fit_normal(self, cid: str, folds: list[WindowSet]) -> np.ndarray:
         """Scores of held-out normal windows, in order (a forest keeps no statistics fitted on them)."""
-        return np.concatenate([self.score_samples(w, cid) for f in folds for _, w in f.chunks(CHUNK)])
+        return np.concatenate([self.anomaly_score(w, cid) for f in folds for _, w in f.chunks(CHUNK)])
 
     # ---------------------------------------------------------------- inference
     def head_of(self, cid: str) -> int:
@@ -211,7 +211,7 @@ class IsolationForestDetector:
             out[start : start + CHUNK] = (z.reshape(len(z), len(self.features), len(STATS)) ** 2).mean(axis=2)
         return out
 
-    def score_samples(self, windows: np.ndarray, cid: str) -> np.ndarray:
+    def anomaly_score(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """Anomaly score per window (higher is more anomalous): the isolation-forest score in (0, 1]."""
         unit = self._units[self.head_of(cid)]
         out = np.zeros(len(windows), np.float64)
@@ -219,10 +219,10 @@ class IsolationForestDetector:
             out[start : start + CHUNK] = unit.trees.score(self._standardised(windows[start : start + CHUNK], unit))
         return out
 
-    def score_with_errors(self, windows: np.ndarray, cid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def anomaly_score_details(self, windows: np.ndarray, cid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scores, per-feature deviations and contributions (the deviations themselves)."""
         errors = self.feature_errors(windows, cid)
-        return self.score_samples(windows, cid), errors, errors
+        return self.anomaly_score(windows, cid), errors, errors
 
     # -------------------------------------------------------------- persistence
     def save(self, directory: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""The compressor-aware LSTM autoencoder detector (fit / feature_errors / score_samples / save / load)."""
+"""The compressor-aware LSTM autoencoder detector (fit / feature_errors / anomaly_score / save / load)."""
 from __future__ import annotations
 
 import json
@@ -139,11 +139,11 @@ class LSTMAutoencoderDetector:
             return np.zeros((0, len(self.features)), np.float32)
         return self.reconstructor.feature_errors(windows, head, *self.scaler.params(cid))  # scaled inside
 
-    def score_samples(self, windows: np.ndarray, cid: str) -> np.ndarray:
+    def anomaly_score(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """Anomaly score per window (higher is more anomalous); see models/error_model.py."""
         return self.error_model.score(self.feature_errors(windows, cid), cid)
 
-    def score_with_errors(self, windows: np.ndarray, cid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def anomaly_score_details(self, windows: np.ndarray, cid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scores, per-feature squared errors and per-feature contributions, in one pass."""
         errors = self.feature_errors(windows, cid)
         return self.error_model.score(errors, cid), errors, self.error_model.contributions(errors, cid)

@@ -29,7 +29,7 @@ def score(bundle: ModelBundle, cid: str, windows: np.ndarray) -> list[dict]:
     (`in_alert`, `alert_opens`), as it would at the start of a batch.
     """
     threshold = bundle.threshold_for(cid)
-    scores, errors, contributions = bundle.detector.score_with_errors(windows, cid)
+    scores, errors, contributions = bundle.detector.anomaly_score_details(windows, cid)
     names = top_features(np.asarray(contributions), bundle.features)
     trace = bundle.alarm.apply(scores, threshold)
     return [
