@@ -27,6 +27,7 @@ from core.errors import ModelArtifactError, UnknownCompressorError
 from core.logs import printable
 from core.settings import Settings
 from models.alarms import AlarmRule
+from models.detector import Detector
 
 METADATA_FILE = "metadata.json"
 METADATA_HASH_FILE = "metadata.sha256"
@@ -61,10 +62,11 @@ class UnloadedDetector:
 class ModelBundle:
     """A detector with its per-compressor thresholds, its alarm rule and the metadata that describes it.
 
-    `calibration` holds, per compressor, how its threshold was obtained (models/calibration.py).
+    `calibration` holds, per compressor, how its threshold was obtained (models/calibration.py);
+    `detector` is an UnloadedDetector in a bundle from load_metadata_bundle, which cannot score.
     """
 
-    detector: Any
+    detector: Detector | UnloadedDetector
     thresholds: dict[str, float]
     threshold_rule: str
     alarm: AlarmRule
@@ -251,7 +253,7 @@ def load_metadata_bundle(model_dir: Path, version: str | None = None, expected_f
     return _bundle(metadata, UnloadedDetector(metadata["detector"], tuple(metadata["features"]), int(metadata["window"])))
 
 
-def _bundle(metadata: dict[str, Any], detector: Any) -> ModelBundle:
+def _bundle(metadata: dict[str, Any], detector: Detector | UnloadedDetector) -> ModelBundle:
     version = metadata["version"]
     return ModelBundle(
         detector=detector,

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from core.errors import ModelArtifactError, UnknownCompressorError
+from core.errors import ModelArtifactError
 from core.settings import TrainingSettings
+from models.detector import CompressorHeads, ScoreDetails
 from pipeline.windows import WindowSet
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class _Unit:
     trees: IsolationTrees
 
 
-class IsolationForestDetector:
+class IsolationForestDetector(CompressorHeads):
     """One isolation forest per compressor on standardised rolling statistics of each window.
 
     anomaly_score: the isolation-forest anomaly score, in (0, 1], higher is more anomalous
@@ -186,16 +187,6 @@ class IsolationForestDetector:
         return np.concatenate([self.anomaly_score(w, cid) for f in folds for _, w in f.chunks(CHUNK)])
 
     # ---------------------------------------------------------------- inference
-    def head_of(self, cid: str) -> int:
-        """Position of the compressor's forest; UnknownCompressorError when it has none."""
-        try:
-            return self.compressors.index(cid)
-        except ValueError:
-            raise UnknownCompressorError(
-                f"compressor {cid!r} is not in the model (known: {', '.join(self.compressors)}); "
-                "add it with `train --add-compressor`"
-            ) from None
-
     def _standardised(self, windows: np.ndarray, unit: _Unit) -> np.ndarray:
         """(n, window, F) raw windows -> (n, F * len(STATS)) standardised rolling features."""
         if windows.ndim != 3 or windows.shape[1:] != (self.window, len(self.features)):
@@ -219,10 +210,10 @@ class IsolationForestDetector:
             out[start : start + CHUNK] = unit.trees.score(self._standardised(windows[start : start + CHUNK], unit))
         return out
 
-    def anomaly_score_details(self, windows: np.ndarray, cid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def anomaly_score_details(self, windows: np.ndarray, cid: str) -> ScoreDetails:
         """Scores, per-feature deviations and contributions (the deviations themselves)."""
         errors = self.feature_errors(windows, cid)
-        return self.anomaly_score(windows, cid), errors, errors
+        return ScoreDetails(self.anomaly_score(windows, cid), errors, errors)
 
     # -------------------------------------------------------------- persistence
     def save(self, directory: Path) -> list[str]:

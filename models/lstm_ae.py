@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import ModelArtifactError, UnknownCompressorError
+from core.errors import ModelArtifactError
 from core.settings import TrainingSettings
 from models.autoencoder import build_autoencoder, freeze_all_but_head, grow_autoencoder, keras
+from models.detector import CompressorHeads, ScoreDetails
 from models.error_model import ErrorModel
 from models.inference import HeadwiseReconstructor
 from models.trainer import HeadData, HeadwiseTrainer
@@ -27,7 +28,7 @@ def _strided(ws: WindowSet, stride: int) -> WindowSet:
     return ws.take(slice(None, None, max(1, stride)))
 
 
-class LSTMAutoencoderDetector:
+class LSTMAutoencoderDetector(CompressorHeads):
     """Shared LSTM encoder, one decoder head per compressor; score = window reconstruction MSE."""
 
     name = "lstm_ae"
@@ -116,15 +117,6 @@ class LSTMAutoencoderDetector:
         return self
 
     # ---------------------------------------------------------------- inference
-    def head_of(self, cid: str) -> int:
-        try:
-            return self.compressors.index(cid)
-        except ValueError:
-            raise UnknownCompressorError(
-                f"compressor {cid!r} is not in the model (known: {', '.join(self.compressors)}); "
-                "add it with `train --add-compressor`"
-            ) from None
-
     @property
     def reconstructor(self) -> HeadwiseReconstructor:
         with self._reconstructor_lock:  # compressors scored on several threads share one compiled path
@@ -143,10 +135,10 @@ class LSTMAutoencoderDetector:
         """Anomaly score per window (higher is more anomalous); see models/error_model.py."""
         return self.error_model.score(self.feature_errors(windows, cid), cid)
 
-    def anomaly_score_details(self, windows: np.ndarray, cid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def anomaly_score_details(self, windows: np.ndarray, cid: str) -> ScoreDetails:
         """Scores, per-feature squared errors and per-feature contributions, in one pass."""
         errors = self.feature_errors(windows, cid)
-        return self.error_model.score(errors, cid), errors, self.error_model.contributions(errors, cid)
+        return ScoreDetails(self.error_model.score(errors, cid), errors, self.error_model.contributions(errors, cid))
 
     def routed_feature_errors(self, windows: np.ndarray, cid: str, batch_size: int = 128) -> np.ndarray:
         """The same errors through the whole routed model (every head computed); for checks."""

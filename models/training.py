@@ -9,13 +9,14 @@ from core.settings import Settings
 from models.alarms import rule_from_settings
 from models.artifacts import ModelBundle
 from models.calibration import NormalSplit, calibrate_compressor, split_normal
+from models.detector import Detector
 from models.scaler import RowMoments
 from pipeline.windows import WindowSet
 
 log = logging.getLogger(__name__)
 
 
-def make_detector(settings: Settings):
+def make_detector(settings: Settings) -> Detector:
     """A fresh detector of the configured kind."""
     name = settings.detection.detector
     if name == "lstm_ae":
