@@ -38,7 +38,7 @@ class ScoreDetails(NamedTuple):
 class Detector(Protocol):
     """What training, calibration, scoring and model artifacts use of a detector."""
 
-    name: str  # saved in the model metadata, which names the class that loads it
+    name: str  # its key in models/registry.py, saved in the model metadata
     features: tuple[str, ...]
     window: int
     compressors: list[str]  # in the order they were fitted and added

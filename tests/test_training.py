@@ -1,5 +1,6 @@
 """Training: the held-out split, per-compressor thresholds under each rule, seeding, adding a compressor,
 recalibrating on a later period with the weights kept."""
+import dataclasses
 import logging
 from datetime import datetime
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.errors import CalibrationError
-from core.settings import with_section
+from core.settings import SettingsError, with_section
 from models.artifacts import load_bundle, save_bundle
 from models.calibration import folds_of, split_normal
 from models.thresholds import false_alarm_rate_threshold, mean_std_threshold
@@ -75,9 +76,12 @@ def test_too_few_windows_is_a_clear_error(tmp_path, caplog):
 
 
 def test_unknown_detector(tmp_path):
-    settings = with_section(small_settings(tmp_path), "detection", detector="nope")
-    with pytest.raises(ValueError, match="unknown detector 'nope'"):
-        make_detector(settings)
+    settings = small_settings(tmp_path)
+    with pytest.raises(SettingsError, match=r"\[detection\] detector must be one of"):
+        with_section(settings, "detection", detector="nope")
+    unchecked = settings.replace(detection=dataclasses.replace(settings.detection, detector="nope"))
+    with pytest.raises(ValueError, match=r"unknown detector 'nope' \(choose from lstm_ae, iforest\)"):
+        make_detector(unchecked)
 
 
 # ------------------------------------------------------------- trained models
