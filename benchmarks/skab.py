@@ -38,7 +38,6 @@ inserted by F1, the split by folder, one JSON line per detector and, last, the b
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import itertools
 import json
@@ -66,7 +65,6 @@ from evaluation.metrics import point_metrics  # noqa: E402
 from models.artifacts import ModelBundle, save_bundle  # noqa: E402
 from models.alarms import rule_from_settings  # noqa: E402
 from models.calibration import calibrate_compressor, split_normal  # noqa: E402
-from models.error_model import ErrorModel  # noqa: E402
 from models.registry import REGISTRY  # noqa: E402
 from models.training import train_bundle  # noqa: E402
 from pipeline.importer import CsvMapping, import_csv  # noqa: E402
@@ -235,9 +233,9 @@ def train(engine: sa.Engine, settings: Settings, runs: list[RunRows]) -> tuple[M
 
 def recalibrated(trained: ModelBundle, sets: dict, settings: Settings) -> ModelBundle:
     """The trained detector under this configuration's score method and threshold factor."""
-    detector = copy.copy(trained.detector)
-    if detector.name == "lstm_ae":  # statistics refitted by calibration, without touching the trained bundle's
-        detector.error_model = ErrorModel(settings.detection.score)
+    detector = trained.detector
+    if REGISTRY[detector.name].score_methods:  # statistics refitted by calibration, without touching the trained bundle's
+        detector = detector.with_score_method(settings.detection.score)
     rule = rule_from_settings(settings.detection)
     calibration = {
         cid: calibrate_compressor(detector, cid, split_normal(sets[cid], settings.training.calibration_fraction, settings.data.window).calibration, settings, rule)

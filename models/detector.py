@@ -73,6 +73,10 @@ class Detector(Protocol):
         """Scores, per-feature errors and contributions of the windows, in one pass."""
         ...
 
+    def set_batch_size(self, size: int) -> None:
+        """Score in batches of `size` windows from now on; a speed and memory knob: scores agree to float32 rounding."""
+        ...
+
     def save(self, directory: Path) -> list[str]:
         """Write the detector's files into `directory`; return their names (hashed by models/artifacts.py)."""
         ...

@@ -150,6 +150,7 @@ class IsolationForestDetector(CompressorHeads):
         self.training = training or TrainingSettings()
         self.compressors: list[str] = []
         self._units: list[_Unit] = []
+        self._batch_size = CHUNK
 
     # ----------------------------------------------------------------- training
     def _fit_unit(self, cid: str, ws: WindowSet) -> None:
@@ -193,21 +194,27 @@ class IsolationForestDetector(CompressorHeads):
             raise ValueError(f"expected windows of shape (n, {self.window}, {len(self.features)}), got {windows.shape}")
         return (rolling_features(windows).reshape(len(windows), -1) - unit.mean) / unit.scale
 
+    def set_batch_size(self, size: int) -> None:
+        """Compute the rolling statistics of `size` windows at a time from now on (scores do not depend on it)."""
+        if size < 1:
+            raise ValueError(f"batch size must be at least 1, got {size}")
+        self._batch_size = int(size)
+
     def feature_errors(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """(n, window, F) raw windows of one compressor -> (n, F) mean squared standardised deviations."""
-        unit = self._units[self.head_of(cid)]
+        unit, batch = self._units[self.head_of(cid)], self._batch_size
         out = np.zeros((len(windows), len(self.features)), np.float32)
-        for start in range(0, len(windows), CHUNK):
-            z = self._standardised(windows[start : start + CHUNK], unit)
-            out[start : start + CHUNK] = (z.reshape(len(z), len(self.features), len(STATS)) ** 2).mean(axis=2)
+        for start in range(0, len(windows), batch):
+            z = self._standardised(windows[start : start + batch], unit)
+            out[start : start + batch] = (z.reshape(len(z), len(self.features), len(STATS)) ** 2).mean(axis=2)
         return out
 
     def anomaly_score(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """Anomaly score per window (higher is more anomalous): the isolation-forest score in (0, 1]."""
-        unit = self._units[self.head_of(cid)]
+        unit, batch = self._units[self.head_of(cid)], self._batch_size
         out = np.zeros(len(windows), np.float64)
-        for start in range(0, len(windows), CHUNK):
-            out[start : start + CHUNK] = unit.trees.score(self._standardised(windows[start : start + CHUNK], unit))
+        for start in range(0, len(windows), batch):
+            out[start : start + batch] = unit.trees.score(self._standardised(windows[start : start + batch], unit))
         return out
 
     def anomaly_score_details(self, windows: np.ndarray, cid: str) -> ScoreDetails:

@@ -1,6 +1,7 @@
 """The compressor-aware LSTM autoencoder detector (fit / feature_errors / anomaly_score / save / load)."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -13,7 +14,7 @@ from core.settings import TrainingSettings
 from models.autoencoder import build_autoencoder, freeze_all_but_head, grow_autoencoder, keras
 from models.detector import CompressorHeads, ScoreDetails
 from models.error_model import ErrorModel
-from models.inference import HeadwiseReconstructor
+from models.inference import DEFAULT_BATCH, HeadwiseReconstructor
 from models.trainer import HeadData, HeadwiseTrainer
 from models.scaler import CompressorScaler, RowMoments
 from pipeline.windows import WindowSet
@@ -44,6 +45,7 @@ class LSTMAutoencoderDetector(CompressorHeads):
         self.error_model = ErrorModel(score_method)
         self.model = None
         self.history: dict[str, list[float]] = {}
+        self._batch_size = DEFAULT_BATCH
         self._reconstructor: HeadwiseReconstructor | None = None
         self._reconstructor_lock = threading.Lock()
 
@@ -104,6 +106,16 @@ class LSTMAutoencoderDetector(CompressorHeads):
         self.error_model.fit(np.concatenate(errors), cid)
         return np.concatenate(out_of_fold)
 
+    def with_score_method(self, method: str) -> "LSTMAutoencoderDetector":
+        """A copy whose error model uses `method` and is not fitted yet (`fit_normal` fits it per compressor).
+
+        The copy shares this detector's network, scalers and compiled inference, so it is for
+        calibrating under another score method, not for training; this detector is unchanged.
+        """
+        other = copy.copy(self)
+        other.error_model = ErrorModel(method)
+        return other
+
     def add_compressor(self, cid: str, train: WindowSet, validation: WindowSet) -> "LSTMAutoencoderDetector":
         """Train a head for a new compressor; the encoder and the other heads stay frozen."""
         if cid in self.compressors:
@@ -121,8 +133,16 @@ class LSTMAutoencoderDetector(CompressorHeads):
     def reconstructor(self) -> HeadwiseReconstructor:
         with self._reconstructor_lock:  # compressors scored on several threads share one compiled path
             if self._reconstructor is None:
-                self._reconstructor = HeadwiseReconstructor(self.model)
+                self._reconstructor = HeadwiseReconstructor(self.model, self._batch_size)
             return self._reconstructor
+
+    def set_batch_size(self, size: int) -> None:
+        """Pad inference to batches of `size` windows from now on (one compiled shape, compiled on first use)."""
+        if size < 1:
+            raise ValueError(f"batch size must be at least 1, got {size}")
+        with self._reconstructor_lock:
+            self._batch_size = int(size)
+            self._reconstructor = None
 
     def feature_errors(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """(n, window, features) raw windows of one compressor -> (n, features) squared errors."""

@@ -26,7 +26,7 @@ class DetectorKind:
     module: str
     class_name: str
     uses_tensorflow: bool
-    score_methods: tuple[str, ...]  # the `[detection] score` choices it takes (models/error_model.py); () when it has one score
+    score_methods: tuple[str, ...]  # the `[detection] score` choices it takes (models/error_model.py) and has `with_score_method` for; () when it has one score
 
     def detector_class(self) -> type[Detector]:
         """The class (its `name` is this kind's name)."""
