@@ -38,7 +38,6 @@ inserted by F1, the split by folder, one JSON line per detector and, last, the b
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import itertools
 import json
@@ -66,7 +65,7 @@ from evaluation.metrics import point_metrics  # noqa: E402
 from models.artifacts import ModelBundle, save_bundle  # noqa: E402
 from models.alarms import rule_from_settings  # noqa: E402
 from models.calibration import calibrate_compressor, split_normal  # noqa: E402
-from models.error_model import ErrorModel  # noqa: E402
+from models.registry import REGISTRY  # noqa: E402
 from models.training import train_bundle  # noqa: E402
 from pipeline.importer import CsvMapping, import_csv  # noqa: E402
 from pipeline.training_data import load_normal_windows  # noqa: E402
@@ -88,7 +87,6 @@ ALL_SIGNALS = (
 FAST_SIGNALS = tuple(s for s in ALL_SIGNALS if s not in ("Temperature", "Thermocouple"))
 SIGNAL_SETS = {"fast": FAST_SIGNALS, "all": ALL_SIGNALS}
 GRID = {"signals": ("fast", "all"), "window": (10, 30), "k": (3.0, 4.0, 6.0), "score": ("mse", "mahalanobis")}
-DETECTOR_NAMES = {"lstm_ae": "LSTM-AE", "iforest": "Isolation Forest"}
 # The published leaderboard (SKAB README): algorithm, F1, FAR %, MAR %.
 LEADERBOARD = (
     ("Conv-AE", 0.78, 13.55, 28.02),
@@ -150,7 +148,7 @@ class Variant:
         return next((name for name, s in SIGNAL_SETS.items() if s == self.features), f"{len(self.features)} signals")
 
     def label(self) -> str:
-        score = f", {self.score}" if self.detector == "lstm_ae" else ""
+        score = f", {self.score}" if REGISTRY[self.detector].score_methods else ""
         trigger = f", N={self.consecutive_trigger}" if self.consecutive_trigger > 1 else ""
         rule = f"k={self.k:g}" if self.threshold_rule == "mean_std" else self.threshold_rule
         return f"{self.signals}, W={self.window}, {rule}{score}{trigger}"
@@ -235,9 +233,9 @@ def train(engine: sa.Engine, settings: Settings, runs: list[RunRows]) -> tuple[M
 
 def recalibrated(trained: ModelBundle, sets: dict, settings: Settings) -> ModelBundle:
     """The trained detector under this configuration's score method and threshold factor."""
-    detector = copy.copy(trained.detector)
-    if detector.name == "lstm_ae":  # statistics refitted by calibration, without touching the trained bundle's
-        detector.error_model = ErrorModel(settings.detection.score)
+    detector = trained.detector
+    if REGISTRY[detector.name].score_methods:  # statistics refitted by calibration, without touching the trained bundle's
+        detector = detector.with_score_method(settings.detection.score)
     rule = rule_from_settings(settings.detection)
     calibration = {
         cid: calibrate_compressor(detector, cid, split_normal(sets[cid], settings.training.calibration_fraction, settings.data.window).calibration, settings, rule)
@@ -353,13 +351,13 @@ def report(outcomes: list[Outcome], n_files: int) -> list[Outcome]:
     print(f"\nConfigurations tried ({n_files} files, {outcomes[0].scored_rows} scored rows):")
     for o in sorted(outcomes, key=lambda o: -o.overall["f1"]):
         m = o.overall
-        print(f"  {DETECTOR_NAMES[o.variant.detector]:<16} {o.variant.label():<45} F1 {m['f1']:.4f}  FAR {100 * m['far']:6.2f} %  MAR {100 * m['mar']:6.2f} %"
+        print(f"  {REGISTRY[o.variant.detector].title:<16} {o.variant.label():<45} F1 {m['f1']:.4f}  FAR {100 * m['far']:6.2f} %  MAR {100 * m['mar']:6.2f} %"
               + ("  beats the top row" if m["f1"] > LEADERBOARD[0][1] and 100 * m["far"] <= TOP_FAR else ""))
-    bests = [_best([o for o in outcomes if o.variant.detector == d]) for d in DETECTOR_NAMES if any(o.variant.detector == d for o in outcomes)]
+    bests = [_best([o for o in outcomes if o.variant.detector == d]) for d in REGISTRY if any(o.variant.detector == d for o in outcomes)]
     rows = [(name, f1, far, mar, False) for name, f1, far, mar in LEADERBOARD]
     for o in bests:
         m = o.overall
-        rows.append((f"{DETECTOR_NAMES[o.variant.detector]} (this pipeline: {o.variant.label()})", m["f1"], 100 * m["far"], 100 * m["mar"], True))
+        rows.append((f"{REGISTRY[o.variant.detector].title} (this pipeline: {o.variant.label()})", m["f1"], 100 * m["far"], 100 * m["mar"], True))
     rows.sort(key=lambda r: -r[1])  # stable: a project row goes below published rows of equal F1
     print("\nSKAB leaderboard (outlier detection, F1 / FAR % / MAR % over all scored rows):")
     print(f"| {'algorithm':<62} | {'F1':>6} | {'FAR %':>6} | {'MAR %':>6} |")
@@ -369,7 +367,7 @@ def report(outcomes: list[Outcome], n_files: int) -> list[Outcome]:
     print("\nBy folder (best configuration of each detector):")
     for o in bests:
         parts = [f"{f}: F1 {m['f1']:.4f} FAR {100 * m['far']:.2f} % MAR {100 * m['mar']:.2f} %" for f, m in o.metrics.items() if f != "all"]
-        print(f"  {DETECTOR_NAMES[o.variant.detector]:<16} " + " | ".join(parts))
+        print(f"  {REGISTRY[o.variant.detector].title:<16} " + " | ".join(parts))
     for o in bests:
         m, v = o.overall, o.variant
         print(json.dumps({
@@ -397,9 +395,9 @@ def variants_for(args: argparse.Namespace, base: Settings) -> list[Variant]:
     """The configurations to run: the TOML's own with --config, else the small grid."""
     det = base.detection
     if args.detector:
-        detectors = tuple(DETECTOR_NAMES) if args.detector == "both" else (args.detector,)
+        detectors = tuple(REGISTRY) if args.detector == "both" else (args.detector,)
     else:
-        detectors = (det.detector,) if args.config else tuple(DETECTOR_NAMES)
+        detectors = (det.detector,) if args.config else tuple(REGISTRY)
     if args.defaults:
         return [Variant(det.detector, base.data.features, base.data.window, det.threshold_k, det.score, det.consecutive_trigger, det.threshold_rule)]
     if args.config:
@@ -413,7 +411,7 @@ def variants_for(args: argparse.Namespace, base: Settings) -> list[Variant]:
             dims[name] = (getattr(args, name),)
     variants = []
     for detector in detectors:
-        scores = dims["score"] if detector == "lstm_ae" else (det.score,)  # the forest has one score
+        scores = dims["score"] if REGISTRY[detector].score_methods else (det.score,)  # a detector without score methods has one score
         for features, window, k, method in itertools.product(dims["signals"], dims["window"], dims["k"], scores):
             variants.append(Variant(detector, tuple(features), int(window), float(k), method, det.consecutive_trigger))
     return variants
@@ -424,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="SKAB directory (default: $SKAB_DATA or ../shared/datasets/skab)")
     parser.add_argument("--config", type=Path, default=None, help="run exactly this TOML configuration (default: search around benchmarks/skab.toml)")
     parser.add_argument("--defaults", action="store_true", help="the product's defaults with only the data layout configured (benchmarks/skab_layout.toml)")
-    parser.add_argument("--detector", choices=("lstm_ae", "iforest", "both"), help="default: both, or the config's with --config")
+    parser.add_argument("--detector", choices=(*REGISTRY, "both"), help="default: both, or the config's with --config")
     parser.add_argument("--window", type=int)
     parser.add_argument("--k", type=float, help="threshold_k of the mean_std rule")
     parser.add_argument("--score", choices=("mse", "mahalanobis"))

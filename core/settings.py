@@ -54,6 +54,7 @@ ALARM_RULES = ("consecutive", "k_of_n", "cusum")
 MAX_ALARM_WINDOWS = 128  # the k_of_n history is kept as a bit mask of the last n windows
 MISSING_VALUE_RULES = ("skip", "impute")
 SCORE_METHODS = ("mahalanobis", "mse")
+DETECTORS = ("lstm_ae", "iforest")  # the names of models/registry.py, which checks that they match
 # Basic256Sha256 or stronger; the deprecated Basic128Rsa15 and Basic256 are refused.
 OPCUA_POLICIES = ("Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss", "None")
 OPCUA_MODES = ("SignAndEncrypt", "Sign", "None")
@@ -371,6 +372,8 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"[data] value_ranges names signal(s) that are not features: {', '.join(unknown)}")
     if data.missing_value_rule not in MISSING_VALUE_RULES:
         raise SettingsError(f"[data] missing_value_rule must be one of {MISSING_VALUE_RULES}")
+    if det.detector not in DETECTORS:
+        raise SettingsError(f"[detection] detector must be one of {DETECTORS}")
     if det.threshold_rule not in THRESHOLD_RULES:
         raise SettingsError(f"[detection] threshold_rule must be one of {THRESHOLD_RULES}")
     if det.score not in SCORE_METHODS:

@@ -27,25 +27,13 @@ from core.errors import ModelArtifactError, UnknownCompressorError
 from core.logs import printable
 from core.settings import Settings
 from models.alarms import AlarmRule
+from models.detector import Detector
+from models.registry import detector_kind
 
 METADATA_FILE = "metadata.json"
 METADATA_HASH_FILE = "metadata.sha256"
 CURRENT_FILE = "current.json"
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-
-
-DETECTORS = ("lstm_ae", "iforest")
-
-
-def _detector_class(name: str) -> Any:
-    """The class of a detector, imported only when it is loaded (the LSTM one starts TensorFlow)."""
-    if name == "lstm_ae":
-        from models.lstm_ae import LSTMAutoencoderDetector
-
-        return LSTMAutoencoderDetector
-    from models.iforest import IsolationForestDetector
-
-    return IsolationForestDetector
 
 
 @dataclass(frozen=True)
@@ -61,10 +49,11 @@ class UnloadedDetector:
 class ModelBundle:
     """A detector with its per-compressor thresholds, its alarm rule and the metadata that describes it.
 
-    `calibration` holds, per compressor, how its threshold was obtained (models/calibration.py).
+    `calibration` holds, per compressor, how its threshold was obtained (models/calibration.py);
+    `detector` is an UnloadedDetector in a bundle from load_metadata_bundle, which cannot score.
     """
 
-    detector: Any
+    detector: Detector | UnloadedDetector
     thresholds: dict[str, float]
     threshold_rule: str
     alarm: AlarmRule
@@ -227,8 +216,10 @@ def _checked_metadata(model_dir: Path, version: str | None, expected_features: t
             f"model version {version} was trained on features {metadata['features']}, "
             f"but the configuration lists {list(expected_features)}"
         )
-    if metadata.get("detector") not in DETECTORS:
-        raise ModelArtifactError(f"model version {version}: unknown detector {metadata.get('detector')!r}")
+    try:
+        detector_kind(metadata.get("detector"))
+    except ValueError:
+        raise ModelArtifactError(f"model version {version}: unknown detector {metadata.get('detector')!r}") from None
     return metadata
 
 
@@ -237,11 +228,12 @@ def load_bundle(model_dir: Path, version: str | None = None, expected_features: 
     metadata = _checked_metadata(model_dir, version, expected_features)
     verify_files(model_dir, metadata)
     version = metadata["version"]
-    if metadata["detector"] == "lstm_ae":
+    kind = detector_kind(metadata["detector"])
+    if kind.uses_tensorflow:
         from models.compile_cache import start_tensorflow
 
         start_tensorflow(model_dir, version)  # before the first TensorFlow import, which reads the cache's place
-    detector = _detector_class(metadata["detector"]).load(version_dir(model_dir, version))
+    detector = kind.detector_class().load(version_dir(model_dir, version))
     return _bundle(metadata, detector)
 
 
@@ -251,7 +243,7 @@ def load_metadata_bundle(model_dir: Path, version: str | None = None, expected_f
     return _bundle(metadata, UnloadedDetector(metadata["detector"], tuple(metadata["features"]), int(metadata["window"])))
 
 
-def _bundle(metadata: dict[str, Any], detector: Any) -> ModelBundle:
+def _bundle(metadata: dict[str, Any], detector: Detector | UnloadedDetector) -> ModelBundle:
     version = metadata["version"]
     return ModelBundle(
         detector=detector,

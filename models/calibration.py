@@ -8,8 +8,9 @@ The network never sees the windows its thresholds are calibrated on:
   days. ``window`` windows at every boundary between roles are dropped, so no row is shared
   between a fitted and a held-out window. The held-out windows also stop training early.
 - the detector fits its normal-error statistics (mean, covariance) on the held-out windows
-  and returns out-of-fold scores (`Detector.fit_normal`): the score of each window comes from
-  statistics fitted without its own fold, so the threshold is not fitted on the scores it sees.
+  and returns out-of-fold scores (`Detector.fit_normal`, models/detector.py): the score of each
+  window comes from statistics fitted without its own fold, so the threshold is not fitted on the
+  scores it sees.
 - `calibrate_compressor` turns those scores into the threshold of the configured rule and a
   `Calibration` record (windows, range, expected false-alarm rate) saved with the model.
 
@@ -26,6 +27,7 @@ import numpy as np
 from core.errors import CalibrationError
 from core.settings import Settings
 from models.alarms import AlarmRule
+from models.detector import Detector
 from models.thresholds import alarm_budget_threshold, false_alarm_rate_threshold, mean_std_threshold, windows_needed
 from pipeline.windows import WindowSet
 
@@ -117,7 +119,7 @@ def _iso(t: np.datetime64) -> str:
     return str(np.datetime_as_string(t, unit="s"))
 
 
-def calibrate_compressor(detector, cid: str, held_out: WindowSet, settings: Settings, rule: AlarmRule) -> Calibration:
+def calibrate_compressor(detector: Detector, cid: str, held_out: WindowSet, settings: Settings, rule: AlarmRule) -> Calibration:
     """Fit the detector's normal statistics of `cid` on `held_out` and derive its threshold."""
     check_enough(cid, held_out, settings)
     det = settings.detection

@@ -94,13 +94,14 @@ def _entries(directory: Path) -> tuple[int, int]:
 def warm(model_dir: Path, version: str) -> None:
     """Compile `version`'s inference functions into its cache now (train, models promote, models warm); drop the caches of versions that are gone."""
     from models.artifacts import load_bundle, versions_dir
+    from models.registry import detector_kind
 
     if not enabled():
         log.info("compilation cache off (%s=0): nothing to warm", ENV_SWITCH)
         return
     started = time.perf_counter()
     bundle = load_bundle(model_dir, version)
-    if bundle.detector.name != "lstm_ae":
+    if not detector_kind(bundle.detector.name).uses_tensorflow:
         return
     directory = _in_use[0] if _in_use else None
     if directory is None or not directory.name.startswith(f"{version}-"):

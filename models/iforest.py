@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from core.errors import ModelArtifactError, UnknownCompressorError
+from core.errors import ModelArtifactError
 from core.settings import TrainingSettings
+from models.detector import CompressorHeads, ScoreDetails
 from pipeline.windows import WindowSet
 
 log = logging.getLogger(__name__)
@@ -132,10 +133,10 @@ class _Unit:
     trees: IsolationTrees
 
 
-class IsolationForestDetector:
+class IsolationForestDetector(CompressorHeads):
     """One isolation forest per compressor on standardised rolling statistics of each window.
 
-    score_samples: the isolation-forest anomaly score, in (0, 1], higher is more anomalous
+    anomaly_score: the isolation-forest anomaly score, in (0, 1], higher is more anomalous
                    (normal windows score around 0.4-0.5, clear outliers approach 1).
     feature_errors: per signal, the mean over its rolling statistics of the squared standardised
                    deviation from the training mean: how far that signal's window looks from normal.
@@ -149,6 +150,7 @@ class IsolationForestDetector:
         self.training = training or TrainingSettings()
         self.compressors: list[str] = []
         self._units: list[_Unit] = []
+        self._batch_size = CHUNK
 
     # ----------------------------------------------------------------- training
     def _fit_unit(self, cid: str, ws: WindowSet) -> None:
@@ -183,46 +185,42 @@ class IsolationForestDetector:
 
     def fit_normal(self, cid: str, folds: list[WindowSet]) -> np.ndarray:
         """Scores of held-out normal windows, in order (a forest keeps no statistics fitted on them)."""
-        return np.concatenate([self.score_samples(w, cid) for f in folds for _, w in f.chunks(CHUNK)])
+        return np.concatenate([self.anomaly_score(w, cid) for f in folds for _, w in f.chunks(CHUNK)])
 
     # ---------------------------------------------------------------- inference
-    def head_of(self, cid: str) -> int:
-        """Position of the compressor's forest; UnknownCompressorError when it has none."""
-        try:
-            return self.compressors.index(cid)
-        except ValueError:
-            raise UnknownCompressorError(
-                f"compressor {cid!r} is not in the model (known: {', '.join(self.compressors)}); "
-                "add it with `train --add-compressor`"
-            ) from None
-
     def _standardised(self, windows: np.ndarray, unit: _Unit) -> np.ndarray:
         """(n, window, F) raw windows -> (n, F * len(STATS)) standardised rolling features."""
         if windows.ndim != 3 or windows.shape[1:] != (self.window, len(self.features)):
             raise ValueError(f"expected windows of shape (n, {self.window}, {len(self.features)}), got {windows.shape}")
         return (rolling_features(windows).reshape(len(windows), -1) - unit.mean) / unit.scale
 
+    def set_batch_size(self, size: int) -> None:
+        """Compute the rolling statistics of `size` windows at a time from now on (scores do not depend on it)."""
+        if size < 1:
+            raise ValueError(f"batch size must be at least 1, got {size}")
+        self._batch_size = int(size)
+
     def feature_errors(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """(n, window, F) raw windows of one compressor -> (n, F) mean squared standardised deviations."""
-        unit = self._units[self.head_of(cid)]
+        unit, batch = self._units[self.head_of(cid)], self._batch_size
         out = np.zeros((len(windows), len(self.features)), np.float32)
-        for start in range(0, len(windows), CHUNK):
-            z = self._standardised(windows[start : start + CHUNK], unit)
-            out[start : start + CHUNK] = (z.reshape(len(z), len(self.features), len(STATS)) ** 2).mean(axis=2)
+        for start in range(0, len(windows), batch):
+            z = self._standardised(windows[start : start + batch], unit)
+            out[start : start + batch] = (z.reshape(len(z), len(self.features), len(STATS)) ** 2).mean(axis=2)
         return out
 
-    def score_samples(self, windows: np.ndarray, cid: str) -> np.ndarray:
+    def anomaly_score(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """Anomaly score per window (higher is more anomalous): the isolation-forest score in (0, 1]."""
-        unit = self._units[self.head_of(cid)]
+        unit, batch = self._units[self.head_of(cid)], self._batch_size
         out = np.zeros(len(windows), np.float64)
-        for start in range(0, len(windows), CHUNK):
-            out[start : start + CHUNK] = unit.trees.score(self._standardised(windows[start : start + CHUNK], unit))
+        for start in range(0, len(windows), batch):
+            out[start : start + batch] = unit.trees.score(self._standardised(windows[start : start + batch], unit))
         return out
 
-    def score_with_errors(self, windows: np.ndarray, cid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def anomaly_score_details(self, windows: np.ndarray, cid: str) -> ScoreDetails:
         """Scores, per-feature deviations and contributions (the deviations themselves)."""
         errors = self.feature_errors(windows, cid)
-        return self.score_samples(windows, cid), errors, errors
+        return ScoreDetails(self.anomaly_score(windows, cid), errors, errors)
 
     # -------------------------------------------------------------- persistence
     def save(self, directory: Path) -> list[str]:

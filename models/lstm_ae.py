@@ -1,6 +1,7 @@
-"""The compressor-aware LSTM autoencoder detector (fit / feature_errors / score_samples / save / load)."""
+"""The compressor-aware LSTM autoencoder detector (fit / feature_errors / anomaly_score / save / load)."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -8,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import ModelArtifactError, UnknownCompressorError
+from core.errors import ModelArtifactError
 from core.settings import TrainingSettings
 from models.autoencoder import build_autoencoder, freeze_all_but_head, grow_autoencoder, keras
+from models.detector import CompressorHeads, ScoreDetails
 from models.error_model import ErrorModel
-from models.inference import HeadwiseReconstructor
+from models.inference import DEFAULT_BATCH, HeadwiseReconstructor
 from models.trainer import HeadData, HeadwiseTrainer
 from models.scaler import CompressorScaler, RowMoments
 from pipeline.windows import WindowSet
@@ -27,7 +29,7 @@ def _strided(ws: WindowSet, stride: int) -> WindowSet:
     return ws.take(slice(None, None, max(1, stride)))
 
 
-class LSTMAutoencoderDetector:
+class LSTMAutoencoderDetector(CompressorHeads):
     """Shared LSTM encoder, one decoder head per compressor; score = window reconstruction MSE."""
 
     name = "lstm_ae"
@@ -43,6 +45,7 @@ class LSTMAutoencoderDetector:
         self.error_model = ErrorModel(score_method)
         self.model = None
         self.history: dict[str, list[float]] = {}
+        self._batch_size = DEFAULT_BATCH
         self._reconstructor: HeadwiseReconstructor | None = None
         self._reconstructor_lock = threading.Lock()
 
@@ -103,6 +106,16 @@ class LSTMAutoencoderDetector:
         self.error_model.fit(np.concatenate(errors), cid)
         return np.concatenate(out_of_fold)
 
+    def with_score_method(self, method: str) -> "LSTMAutoencoderDetector":
+        """A copy whose error model uses `method` and is not fitted yet (`fit_normal` fits it per compressor).
+
+        The copy shares this detector's network, scalers and compiled inference, so it is for
+        calibrating under another score method, not for training; this detector is unchanged.
+        """
+        other = copy.copy(self)
+        other.error_model = ErrorModel(method)
+        return other
+
     def add_compressor(self, cid: str, train: WindowSet, validation: WindowSet) -> "LSTMAutoencoderDetector":
         """Train a head for a new compressor; the encoder and the other heads stay frozen."""
         if cid in self.compressors:
@@ -116,21 +129,20 @@ class LSTMAutoencoderDetector:
         return self
 
     # ---------------------------------------------------------------- inference
-    def head_of(self, cid: str) -> int:
-        try:
-            return self.compressors.index(cid)
-        except ValueError:
-            raise UnknownCompressorError(
-                f"compressor {cid!r} is not in the model (known: {', '.join(self.compressors)}); "
-                "add it with `train --add-compressor`"
-            ) from None
-
     @property
     def reconstructor(self) -> HeadwiseReconstructor:
         with self._reconstructor_lock:  # compressors scored on several threads share one compiled path
             if self._reconstructor is None:
-                self._reconstructor = HeadwiseReconstructor(self.model)
+                self._reconstructor = HeadwiseReconstructor(self.model, self._batch_size)
             return self._reconstructor
+
+    def set_batch_size(self, size: int) -> None:
+        """Pad inference to batches of `size` windows from now on (one compiled shape, compiled on first use)."""
+        if size < 1:
+            raise ValueError(f"batch size must be at least 1, got {size}")
+        with self._reconstructor_lock:
+            self._batch_size = int(size)
+            self._reconstructor = None
 
     def feature_errors(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """(n, window, features) raw windows of one compressor -> (n, features) squared errors."""
@@ -139,14 +151,14 @@ class LSTMAutoencoderDetector:
             return np.zeros((0, len(self.features)), np.float32)
         return self.reconstructor.feature_errors(windows, head, *self.scaler.params(cid))  # scaled inside
 
-    def score_samples(self, windows: np.ndarray, cid: str) -> np.ndarray:
+    def anomaly_score(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """Anomaly score per window (higher is more anomalous); see models/error_model.py."""
         return self.error_model.score(self.feature_errors(windows, cid), cid)
 
-    def score_with_errors(self, windows: np.ndarray, cid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def anomaly_score_details(self, windows: np.ndarray, cid: str) -> ScoreDetails:
         """Scores, per-feature squared errors and per-feature contributions, in one pass."""
         errors = self.feature_errors(windows, cid)
-        return self.error_model.score(errors, cid), errors, self.error_model.contributions(errors, cid)
+        return ScoreDetails(self.error_model.score(errors, cid), errors, self.error_model.contributions(errors, cid))
 
     def routed_feature_errors(self, windows: np.ndarray, cid: str, batch_size: int = 128) -> np.ndarray:
         """The same errors through the whole routed model (every head computed); for checks."""

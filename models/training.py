@@ -9,24 +9,19 @@ from core.settings import Settings
 from models.alarms import rule_from_settings
 from models.artifacts import ModelBundle
 from models.calibration import NormalSplit, calibrate_compressor, split_normal
+from models.detector import Detector
+from models.registry import detector_kind
 from models.scaler import RowMoments
 from pipeline.windows import WindowSet
 
 log = logging.getLogger(__name__)
 
 
-def make_detector(settings: Settings):
-    """A fresh detector of the configured kind."""
-    name = settings.detection.detector
-    if name == "lstm_ae":
-        from models.lstm_ae import LSTMAutoencoderDetector
-
-        return LSTMAutoencoderDetector(settings.data.features, settings.data.window, settings.training, settings.detection.score)
-    if name == "iforest":
-        from models.iforest import IsolationForestDetector
-
-        return IsolationForestDetector(settings.data.features, settings.data.window, settings.training)
-    raise ValueError(f"unknown detector {name!r} (choose lstm_ae or iforest)")
+def make_detector(settings: Settings) -> Detector:
+    """A fresh detector of the configured kind (models/registry.py); ValueError for an unknown one."""
+    kind = detector_kind(settings.detection.detector)
+    options = {"score_method": settings.detection.score} if kind.score_methods else {}
+    return kind.detector_class()(settings.data.features, settings.data.window, settings.training, **options)
 
 
 def _splits(sets: dict[str, WindowSet], settings: Settings) -> dict[str, NormalSplit]:

@@ -31,7 +31,7 @@ def score_in_chunks(bundle: ModelBundle, cid: str, ws: WindowSet) -> tuple[np.nd
     scores, errors, contributions = np.empty(n), np.empty((n, f)), np.empty((n, f))
     for offset, windows in ws.chunks(INFERENCE_CHUNK):
         part = slice(offset, offset + len(windows))
-        scores[part], errors[part], contributions[part] = bundle.detector.score_with_errors(windows, cid)
+        scores[part], errors[part], contributions[part] = bundle.detector.anomaly_score_details(windows, cid)
     return scores, errors, contributions
 
 

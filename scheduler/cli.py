@@ -23,6 +23,7 @@ from core.logs import mask_secrets, printable, setup_logging
 from core.settings import DEFAULT_DB_URL, DEFAULT_MODEL_DIR, PROJECT_ROOT, THRESHOLD_RULES, Settings, SettingsError, load_settings, with_section
 from core.tf_startup import import_tensorflow
 from core.threads import use_single_threaded_kernels
+from models.registry import REGISTRY
 from service import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WINDOWS, DEFAULT_PORT
 
 log = logging.getLogger("compressor_ad")
@@ -375,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train on normal rows of a range, calibrate thresholds, save (and promote) a version")
     p.add_argument("--start", type=iso_datetime)
     p.add_argument("--end", type=iso_datetime)
-    p.add_argument("--detector", choices=["lstm_ae", "iforest"])
+    p.add_argument("--detector", choices=tuple(REGISTRY))
     p.add_argument("--threshold-rule", choices=THRESHOLD_RULES)
     p.add_argument("--epochs", type=int)
     p.add_argument("--add-compressor", metavar="ID", help="add one compressor to the promoted model without retraining the others")
@@ -401,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--pushgateway", metavar="URL", help="with --once: push the run's metrics to this Prometheus Pushgateway (default [metrics] pushgateway)")
     p.add_argument("--metrics-textfile", metavar="PATH", help="with --once: write the run's metrics to this node-exporter textfile, *.prom (default [metrics] textfile)")
-    p.add_argument("--detector", choices=["lstm_ae", "iforest"], help="use the newest version of this detector instead of the promoted one")
+    p.add_argument("--detector", choices=tuple(REGISTRY), help="use the newest version of this detector instead of the promoted one")
     _add_executor_options(p)
     p.set_defaults(func=cmd_run, scoring_only=True)
 
@@ -410,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=iso_datetime, required=True)
     p.add_argument("--compressor", action="append", help="only this compressor (repeatable)")
     p.add_argument("--advance-checkpoint", action="store_true", help="also move the live checkpoint forward")
-    p.add_argument("--detector", choices=["lstm_ae", "iforest"], help="use the newest version of this detector instead of the promoted one")
+    p.add_argument("--detector", choices=tuple(REGISTRY), help="use the newest version of this detector instead of the promoted one")
     _add_executor_options(p)
     p.set_defaults(func=cmd_backfill, scoring_only=True)
 
@@ -418,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=iso_datetime, required=True)
     p.add_argument("--end", type=iso_datetime, required=True)
     p.add_argument("--model", metavar="VERSION", help="model version (default: the promoted one)")
-    p.add_argument("--detector", choices=["lstm_ae", "iforest"], help="the newest version of this detector (when --model is not given)")
+    p.add_argument("--detector", choices=tuple(REGISTRY), help="the newest version of this detector (when --model is not given)")
     p.add_argument("--compressor", action="append", help="only this compressor (repeatable)")
     p.add_argument("--out", metavar="DIR", help="report directory (default var/reports/<UTC time> under the project root)")
     p.set_defaults(func=cmd_evaluate, scoring_only=True)

@@ -10,14 +10,12 @@ REQUEST_INFERENCE_BATCH = 64
 
 
 def prepare_for_requests(bundle: ModelBundle) -> None:
-    """Size LSTM inference batches for requests and compile them once, before the first request.
+    """Size inference batches for requests and compile them once, before the first request.
 
-    The batch pipeline pads inference to large fixed batches; a request holds a few windows,
-    so the service pads to REQUEST_INFERENCE_BATCH instead (one compiled shape, any request size).
+    The batch pipeline pads LSTM inference to large fixed batches; a request holds a few windows,
+    so the service scores in batches of REQUEST_INFERENCE_BATCH instead (one compiled shape, any request size).
     """
-    reconstructor = getattr(bundle.detector, "reconstructor", None)
-    if reconstructor is not None:
-        reconstructor.batch_size = REQUEST_INFERENCE_BATCH
+    bundle.detector.set_batch_size(REQUEST_INFERENCE_BATCH)
     if bundle.compressors:
         score(bundle, bundle.compressors[0], np.zeros((1, bundle.window, len(bundle.features)), np.float32))
 
@@ -29,7 +27,7 @@ def score(bundle: ModelBundle, cid: str, windows: np.ndarray) -> list[dict]:
     (`in_alert`, `alert_opens`), as it would at the start of a batch.
     """
     threshold = bundle.threshold_for(cid)
-    scores, errors, contributions = bundle.detector.score_with_errors(windows, cid)
+    scores, errors, contributions = bundle.detector.anomaly_score_details(windows, cid)
     names = top_features(np.asarray(contributions), bundle.features)
     trace = bundle.alarm.apply(scores, threshold)
     return [

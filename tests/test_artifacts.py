@@ -73,7 +73,7 @@ def test_round_trip_gives_identical_scores(trained_fleet, model_dir, windows):
     assert tuple(loaded.training_range) == tuple(original.training_range)
     for cid, w in windows.items():
         np.testing.assert_array_equal(loaded.detector.feature_errors(w, cid), original.detector.feature_errors(w, cid))
-    np.testing.assert_array_equal(loaded.detector.score_samples(windows["C02"], "C02"), original.detector.score_samples(windows["C02"], "C02"))
+    np.testing.assert_array_equal(loaded.detector.anomaly_score(windows["C02"], "C02"), original.detector.anomaly_score(windows["C02"], "C02"))
 
 
 def test_metadata_lists_every_file_with_its_hash(trained_fleet, model_dir):

@@ -52,7 +52,7 @@ def test_calibrate_keeps_weights_and_the_other_compressors(copied, capsys):
     for cid in ("C01", "C03"):  # untouched: identical statistics, threshold and scores
         assert child.thresholds[cid] == parent.thresholds[cid]
         assert child.calibration[cid] == parent.calibration[cid]
-        np.testing.assert_array_equal(child.detector.score_samples(windows, cid), parent.detector.score_samples(windows, cid))
+        np.testing.assert_array_equal(child.detector.anomaly_score(windows, cid), parent.detector.anomaly_score(windows, cid))
     assert child.thresholds["C02"] != parent.thresholds["C02"]
 
     assert main([*copied["args"], "models", "list"]) == 0

@@ -56,12 +56,12 @@ def test_numpy_scores_equal_sklearn(n_train):
 
 def test_shapes_and_range(detector, sets):
     windows = sets["C1"].windows
-    scores = detector.score_samples(windows, "C1")
+    scores = detector.anomaly_score(windows, "C1")
     errors = detector.feature_errors(windows, "C1")
     assert scores.shape == (len(windows),) and errors.shape == (len(windows), len(FEATURES))
     assert np.all((scores > 0) & (scores <= 1)) and np.all(errors >= 0)
     assert detector.compressors == ["C1", "C2"]
-    assert detector.score_samples(windows[:0], "C1").shape == (0,)
+    assert detector.anomaly_score(windows[:0], "C1").shape == (0,)
     assert detector.feature_errors(windows[:0], "C1").shape == (0, len(FEATURES))
 
 
@@ -69,8 +69,8 @@ def test_level_shift_scores_higher_and_names_the_signal(detector, sets):
     normal = sets["C2"].windows[::5]
     shifted = normal.copy()
     shifted[:, :, 2] += 15.0  # about 6 standard deviations of the AR(1) signal
-    normal_scores = detector.score_samples(normal, "C2")
-    shifted_scores = detector.score_samples(shifted, "C2")
+    normal_scores = detector.anomaly_score(normal, "C2")
+    shifted_scores = detector.anomaly_score(shifted, "C2")
     assert np.all(shifted_scores > normal_scores)  # every window scores higher once shifted
     # and the shifted windows rank above the normal ones (pairwise AUROC); one signal of four moves
     # only a quarter of the forest's features, so the two score ranges overlap a little
@@ -81,38 +81,38 @@ def test_level_shift_scores_higher_and_names_the_signal(detector, sets):
 def test_per_compressor_baselines(detector, sets):
     # C2 runs 100 units higher: its normal windows are far outside C1's baseline
     c2_windows = sets["C2"].windows[::5]
-    assert detector.score_samples(c2_windows, "C1").min() > detector.score_samples(c2_windows, "C2").max()
+    assert detector.anomaly_score(c2_windows, "C1").min() > detector.anomaly_score(c2_windows, "C2").max()
 
 
 def test_same_seed_same_scores_other_seed_differs(sets, detector):
     windows = sets["C1"].windows
     again = IsolationForestDetector(FEATURES, WINDOW, TrainingSettings(seed=7)).fit(sets, {})
     other = IsolationForestDetector(FEATURES, WINDOW, TrainingSettings(seed=8)).fit(sets, {})
-    np.testing.assert_array_equal(again.score_samples(windows, "C1"), detector.score_samples(windows, "C1"))
-    assert not np.array_equal(other.score_samples(windows, "C1"), detector.score_samples(windows, "C1"))
+    np.testing.assert_array_equal(again.anomaly_score(windows, "C1"), detector.anomaly_score(windows, "C1"))
+    assert not np.array_equal(other.anomaly_score(windows, "C1"), detector.anomaly_score(windows, "C1"))
 
 
 def test_unknown_compressor(detector, sets):
     with pytest.raises(UnknownCompressorError, match="'C9' is not in the model.*known: C1, C2"):
-        detector.score_samples(sets["C1"].windows, "C9")
+        detector.anomaly_score(sets["C1"].windows, "C9")
     with pytest.raises(UnknownCompressorError):
         detector.feature_errors(sets["C1"].windows, "C9")
 
 
 def test_wrong_window_shape(detector, sets):
     with pytest.raises(ValueError, match="expected windows of shape"):
-        detector.score_samples(sets["C1"].windows[:, :, :3], "C1")
+        detector.anomaly_score(sets["C1"].windows[:, :, :3], "C1")
 
 
 def test_add_compressor_leaves_others_untouched(sets):
     detector = IsolationForestDetector(FEATURES, WINDOW, TrainingSettings(seed=7)).fit(sets, {})
-    before = {cid: detector.score_samples(ws.windows, cid) for cid, ws in sets.items()}
+    before = {cid: detector.anomaly_score(ws.windows, cid) for cid, ws in sets.items()}
     new = windows_of(3, level=-50.0)
     detector.add_compressor("C3", new, new)
     assert detector.compressors == ["C1", "C2", "C3"]
     for cid, ws in sets.items():
-        np.testing.assert_array_equal(detector.score_samples(ws.windows, cid), before[cid])
-    assert detector.score_samples(new.windows, "C3").shape == (len(new),)
+        np.testing.assert_array_equal(detector.anomaly_score(ws.windows, cid), before[cid])
+    assert detector.anomaly_score(new.windows, "C3").shape == (len(new),)
     with pytest.raises(ValueError, match="already has a forest"):
         detector.add_compressor("C3", new, new)
 
@@ -123,7 +123,7 @@ def test_save_load_round_trip(detector, sets, tmp_path):
     loaded = IsolationForestDetector.load(tmp_path)
     assert (loaded.features, loaded.window, loaded.compressors) == (FEATURES, WINDOW, ["C1", "C2"])
     for cid, ws in sets.items():
-        np.testing.assert_array_equal(loaded.score_samples(ws.windows, cid), detector.score_samples(ws.windows, cid))
+        np.testing.assert_array_equal(loaded.anomaly_score(ws.windows, cid), detector.anomaly_score(ws.windows, cid))
         np.testing.assert_array_equal(loaded.feature_errors(ws.windows, cid), detector.feature_errors(ws.windows, cid))
 
 
@@ -160,7 +160,7 @@ def test_bundle_round_trip(detector, sets, tmp_path):
     assert isinstance(loaded.detector, IsolationForestDetector)
     assert loaded.thresholds == {"C1": 0.6, "C2": 0.61}
     windows = sets["C2"].windows
-    np.testing.assert_array_equal(loaded.detector.score_samples(windows, "C2"), detector.score_samples(windows, "C2"))
+    np.testing.assert_array_equal(loaded.detector.anomaly_score(windows, "C2"), detector.anomaly_score(windows, "C2"))
 
 
 def test_train_bundle_with_iforest(sets):

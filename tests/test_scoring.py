@@ -68,7 +68,7 @@ def test_score_windows_columns_and_consistency(trained_fleet, fleet_windows):
     errors = frame[list(error_columns)].to_numpy()
     assert np.isfinite(errors).all() and (errors >= 0).all()
     np.testing.assert_allclose(errors, bundle.detector.feature_errors(ws.windows, "C01"), rtol=1e-6)
-    np.testing.assert_allclose(frame["score"], bundle.detector.score_samples(ws.windows, "C01"), rtol=1e-6)
+    np.testing.assert_allclose(frame["score"], bundle.detector.anomaly_score(ws.windows, "C01"), rtol=1e-6)
 
 
 def test_threshold_comparison_and_trigger(trained_fleet, fleet_windows):

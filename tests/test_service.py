@@ -119,7 +119,7 @@ def test_score_matches_the_detector_and_flags_a_distorted_window(server, trained
     body = response.json()
     assert body["compressor_id"] == CID and body["model_version"] == bundle.version
     assert body["threshold"] == pytest.approx(bundle.thresholds[CID])
-    scores, errors, _ = bundle.detector.score_with_errors(windows, CID)
+    scores, errors, _ = bundle.detector.anomaly_score_details(windows, CID)
     assert len(body["results"]) == 3
     for i, result in enumerate(body["results"]):
         assert result["score"] == pytest.approx(float(scores[i]), rel=1e-3, abs=1e-5)

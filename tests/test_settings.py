@@ -106,6 +106,7 @@ def test_with_section_changes_one_section_and_validates():
         ("[data]\nsampling_interval_s = 0\n", r"sampling_interval_s = 0 is out of range: must be in \(0, 86400\]"),
         ("[data]\nmax_gap_factor = 0.5\n", r"max_gap_factor = 0.5 is out of range"),
         ('[data]\nmissing_value_rule = "zero"\n', r"\[data\] missing_value_rule must be one of"),
+        ('[detection]\ndetector = "lof"\n', r"\[detection\] detector must be one of \('lstm_ae', 'iforest'\)"),
         ('[detection]\nthreshold_rule = "p99"\n', r"\[detection\] threshold_rule must be one of"),
         ("[training]\ncalibration_fraction = 0.7\n", r"\[training\] calibration_fraction = 0.7 is out of range: must be in \[0.05, 0.5\]"),
         ('[detection]\nalarm_rule = "vote"\n', r"\[detection\] alarm_rule must be one of"),

@@ -1,5 +1,6 @@
 """Training: the held-out split, per-compressor thresholds under each rule, seeding, adding a compressor,
 recalibrating on a later period with the weights kept."""
+import dataclasses
 import logging
 from datetime import datetime
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.errors import CalibrationError
-from core.settings import with_section
+from core.settings import SettingsError, with_section
 from models.artifacts import load_bundle, save_bundle
 from models.calibration import folds_of, split_normal
 from models.thresholds import false_alarm_rate_threshold, mean_std_threshold
@@ -75,9 +76,12 @@ def test_too_few_windows_is_a_clear_error(tmp_path, caplog):
 
 
 def test_unknown_detector(tmp_path):
-    settings = with_section(small_settings(tmp_path), "detection", detector="nope")
-    with pytest.raises(ValueError, match="unknown detector 'nope'"):
-        make_detector(settings)
+    settings = small_settings(tmp_path)
+    with pytest.raises(SettingsError, match=r"\[detection\] detector must be one of"):
+        with_section(settings, "detection", detector="nope")
+    unchecked = settings.replace(detection=dataclasses.replace(settings.detection, detector="nope"))
+    with pytest.raises(ValueError, match=r"unknown detector 'nope' \(choose from lstm_ae, iforest\)"):
+        make_detector(unchecked)
 
 
 # ------------------------------------------------------------- trained models
@@ -95,7 +99,7 @@ def trained(tmp_path_factory):
     snapshot = {
         "weights": [w.copy() for w in first.detector.model.get_weights()],
         "errors": {cid: first.detector.feature_errors(w, cid) for cid, w in probe.items()},
-        "scores": {cid: first.detector.score_samples(w, cid) for cid, w in probe.items()},
+        "scores": {cid: first.detector.anomaly_score(w, cid) for cid, w in probe.items()},
         "thresholds": dict(first.thresholds),
     }
     second = train_bundle(base, budget, (None, None))
@@ -138,7 +142,7 @@ def test_out_of_fold_scores_are_not_in_sample(trained):
     bundle, settings = trained["first"], trained["mean_std"]
     for cid in bundle.thresholds:
         oof = out_of_fold(bundle, trained, cid, settings)
-        in_sample = bundle.detector.score_samples(held_out(trained, cid, settings).windows, cid)
+        in_sample = bundle.detector.anomaly_score(held_out(trained, cid, settings).windows, cid)
         assert oof.mean() > in_sample.mean()
 
 
@@ -185,7 +189,7 @@ def test_same_seed_same_model(trained):
         np.testing.assert_array_equal(a, b)
     for cid, windows in trained["probe"].items():
         np.testing.assert_array_equal(second.detector.feature_errors(windows, cid), snapshot["errors"][cid])
-        np.testing.assert_array_equal(second.detector.score_samples(windows, cid), snapshot["scores"][cid])
+        np.testing.assert_array_equal(second.detector.anomaly_score(windows, cid), snapshot["scores"][cid])
     assert first.detector.history == second.detector.history
 
 
@@ -201,7 +205,7 @@ def test_recalibrate_keeps_the_weights_and_the_other_compressors(trained):
     assert child.extra["parent_version"] == parent.version
     assert child.extra["calibration_period"] == ["2026-01-01T07:00:00", "2026-01-01T12:00:00"]
     assert child.thresholds["C01"] == parent.thresholds["C01"] and child.calibration["C01"] == parent.calibration["C01"]
-    np.testing.assert_array_equal(child.detector.score_samples(trained["probe"]["C01"], "C01"), trained["snapshot"]["scores"]["C01"])
+    np.testing.assert_array_equal(child.detector.anomaly_score(trained["probe"]["C01"], "C01"), trained["snapshot"]["scores"]["C01"])
     assert child.calibration["C02"]["windows"] == 600 and child.calibration["C02"]["rule"] == "false_alarm_rate"
     with pytest.raises(CalibrationError, match="C77 are not in model"):
         recalibrate_bundle(parent, {"C77": later}, far, ("a", "b"))
@@ -222,10 +226,10 @@ def test_add_compressor_changes_nothing_for_the_others(trained):
         assert grown.thresholds[cid] == snapshot["thresholds"][cid]
         windows = trained["probe"][cid]
         np.testing.assert_allclose(grown.detector.feature_errors(windows, cid), snapshot["errors"][cid], atol=1e-6, rtol=0)
-        np.testing.assert_allclose(grown.detector.score_samples(windows, cid), snapshot["scores"][cid], atol=1e-6, rtol=1e-7)
+        np.testing.assert_allclose(grown.detector.anomaly_score(windows, cid), snapshot["scores"][cid], atol=1e-6, rtol=1e-7)
     for old, new in zip(encoder_before, grown.detector.model.get_layer("encoder_lstm_1").get_weights()):
         np.testing.assert_array_equal(old, new)
-    c03 = grown.detector.score_samples(trained["sets"]["C03"].windows[-200:], "C03")
+    c03 = grown.detector.anomaly_score(trained["sets"]["C03"].windows[-200:], "C03")
     assert np.isfinite(c03).all()
     with pytest.raises(ValueError, match="'C01' already has a head"):
         grown.detector.add_compressor("C01", trained["sets"]["C01"], trained["sets"]["C01"])
