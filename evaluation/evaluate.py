@@ -213,8 +213,7 @@ def evaluate_range(
     if tuple(bundle.features) != tuple(settings.data.features):
         raise ModelArtifactError(f"model version {bundle.version} was trained on features {list(bundle.features)}, but the configuration lists {list(settings.data.features)}")
     started = time.perf_counter()
-    tolerance_s = bundle.window * settings.data.sampling_interval_s
-    parts, reports, events = [], {}, []
+    parts: list[CompressorScores] = []
     with engine.connect() as conn:
         label = check_labels(conn, tables, settings)
         if compressors:
@@ -232,28 +231,56 @@ def evaluate_range(
             if scored.empty:
                 log.info("evaluate: compressor %s: no windows in range (%d rows)", cid, len(times))
                 continue
-            alerts = np.sort(scored.loc[scored["triggered"], "window_end"].to_numpy(dtype="datetime64[ns]"))
-            report = event_report(times, labels, alerts, settings.data.sampling_interval_s, tolerance_s=tolerance_s, max_gap_s=settings.max_gap_s)
-            parts.append(scored)
-            reports[cid] = report
-            events += _event_rows(cid, report, alerts)
+            parts.append(CompressorScores(cid, scored, times, labels))
             log.info(
-                "evaluate: compressor %s: %d rows, %d windows (%d labelled), %d alerts, %d/%d events detected (%.2f s)",
-                cid, len(times), len(scored), int(scored["label"].sum()), len(alerts), report["n_detected"], report["n_events"], time.perf_counter() - began,
+                "evaluate: compressor %s: %d rows, %d windows (%d labelled), %d alerts (%.2f s)",
+                cid, len(times), len(scored), int(scored["label"].sum()), int(scored["triggered"].sum()), time.perf_counter() - began,
             )
     if not parts:
         raise DataValidationError(f"nothing to evaluate: no windows end between {start} and {end} for compressor(s) {', '.join(compressors) or '(none)'}")
-    frame = pd.concat(parts, ignore_index=True)
+    result = summarise(parts, settings, bundle, start, end, fixed_k)
+    log.info(
+        "evaluate: model %s, %d compressors, %d windows, %d alerts, %d/%d events detected in %.2f s",
+        bundle.version, len(parts), len(result.frame), int(result.frame["triggered"].sum()), int(result.events["detected"].sum()), len(result.events),
+        time.perf_counter() - started,
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class CompressorScores:
+    """One compressor's scored windows (with `compressor_id`, `label` and `score_ratio` columns), its row
+    times in range and their 0/1 labels."""
+
+    compressor_id: str
+    scored: pd.DataFrame
+    times: np.ndarray
+    labels: np.ndarray
+
+
+def summarise(parts: list[CompressorScores], settings: Settings, bundle: ModelBundle, start: datetime, end: datetime, fixed_k: int = FIXED_K) -> EvaluationResult:
+    """Metrics per compressor and pooled, and the labelled events with their first alert, of scored windows.
+
+    The one place event recall, false alarms and delays are computed: `evaluate` (windows scored in
+    memory) and the demo (windows the scheduler stored) both report through it.
+    """
+    tolerance_s = bundle.window * settings.data.sampling_interval_s
+    reports, events, frames = {}, [], []
+    for part in parts:
+        scored = part.scored
+        alerts = np.sort(scored.loc[scored["triggered"], "window_end"].to_numpy(dtype="datetime64[ns]"))
+        reports[part.compressor_id] = event_report(
+            part.times, part.labels, alerts, settings.data.sampling_interval_s, tolerance_s=tolerance_s, max_gap_s=settings.max_gap_s
+        )
+        events += _event_rows(part.compressor_id, reports[part.compressor_id], alerts)
+        frames.append(scored)
+    frame = pd.concat(frames, ignore_index=True)
     rows = {OVERALL: range_metrics(frame, pooled_report(list(reports.values())), fixed_k)}
     for cid, report in reports.items():
         rows[cid] = range_metrics(frame[frame["compressor_id"] == cid], report, fixed_k)
     metrics = pd.DataFrame.from_dict(rows, orient="index", columns=list(METRIC_COLUMNS))
     metrics.index.name = "scope"
     event_frame = pd.DataFrame(events, columns=["compressor_id", "start", "end", "detected", "first_alert", "delay_min"])
-    log.info(
-        "evaluate: model %s, %d compressors, %d windows, %d alerts, %d/%d events detected in %.2f s",
-        bundle.version, len(reports), len(frame), int(frame["triggered"].sum()), int(event_frame["detected"].sum()), len(event_frame), time.perf_counter() - started,
-    )
     return EvaluationResult(
         frame=frame,
         metrics=metrics,

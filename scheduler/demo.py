@@ -18,7 +18,7 @@ from core.settings import Settings
 from db.engine import make_engine
 from db.schema import build_tables, create_all
 from db.source import write_telemetry
-from evaluation.metrics import event_report
+from evaluation.evaluate import CompressorScores, EvaluationResult, summarise
 from evaluation.plots import plot_scores
 from pipeline.publish import train_and_publish
 from scheduler.runner import Runner
@@ -28,33 +28,21 @@ log = logging.getLogger(__name__)
 DEMO_START = datetime(2026, 1, 1)
 
 
-def demo_table(scored: pd.DataFrame, telemetry: pd.DataFrame, settings: Settings, tolerance_s: float) -> tuple[pd.DataFrame, list[float]]:
-    """Per compressor: windows, anomaly points, alerts, fault events caught, false-alarm events;
-    and the delay of every caught event (minutes)."""
-    rows, delays = [], []
+TABLE_COLUMNS = ("windows", "labelled_windows", "alerts", "events", "events_detected", "false_alarms", "false_alarms_per_hour", "median_delay_min")
+
+
+def stored_report(scored: pd.DataFrame, telemetry: pd.DataFrame, settings: Settings, bundle, start: datetime, end: datetime) -> EvaluationResult:
+    """The evaluate report of the windows the scheduler stored, against the simulator's labels."""
+    parts = []
     for cid, part in scored.groupby("compressor_id"):
         truth = telemetry[(telemetry["compressor_id"] == cid) & (telemetry["timestamp"] >= part["window_end"].min())]
-        alerts = part.loc[part["triggered"], "window_end"].to_numpy()
-        report = event_report(
-            truth["timestamp"].to_numpy(), truth["label"].to_numpy(), alerts,
-            interval_s=settings.data.sampling_interval_s, tolerance_s=tolerance_s,
-        )
-        delays += [e["delay_min"] for e in report["events"] if e["detected"]]
-        days = len(part) * settings.data.sampling_interval_s / 86_400
-        rows.append(
-            {
-                "compressor": cid,
-                "windows": len(part),
-                "anomaly_points": int(part["is_anomaly"].sum()),
-                "alerts": len(alerts),
-                "fault_events": report["n_events"],
-                "caught": report["n_detected"],
-                "false_alarms": report["false_alarms"],
-                "false_alarms_per_day": round(report["false_alarms"] / days, 2) if days else 0.0,
-                "median_delay_min": report["median_delay_min"],
-            }
-        )
-    return pd.DataFrame(rows), delays
+        times, labels = truth["timestamp"].to_numpy("datetime64[ns]"), truth["label"].to_numpy() > 0
+        at_end = pd.Series(labels, index=times).groupby(level=0).max()
+        part = part.sort_values("window_end").reset_index(drop=True)
+        part["label"] = at_end.reindex(part["window_end"].to_numpy(), fill_value=False).to_numpy().astype(np.int8)
+        part["score_ratio"] = part["score"] / part["threshold"]
+        parts.append(CompressorScores(cid, part, times, labels))
+    return summarise(parts, settings, bundle, start, end)
 
 
 def run_demo(settings: Settings, args) -> int:
@@ -85,21 +73,23 @@ def run_demo(settings: Settings, args) -> int:
         )
     scored["window_end"] = pd.to_datetime(scored["window_end"])
     scored[["is_anomaly", "triggered"]] = scored[["is_anomaly", "triggered"]].astype(bool)
-    tolerance_s = settings.data.window * settings.data.sampling_interval_s
-    table, delays = demo_table(scored, fleet.telemetry, settings, tolerance_s)
+    result = stored_report(scored, fleet.telemetry, settings, bundle, train_end, fleet.telemetry["timestamp"].max())
     events = fleet.events[fleet.events["end"] > train_end]
     plot = plot_scores(scored, events, out / "demo_scores.png", f"Demo fleet, model {bundle.version}")
-    caught, total = int(table["caught"].sum()), int(table["fault_events"].sum())
-    compressor_days = len(table) * (args.days - args.train_days)
-    false_alarms = int(table["false_alarms"].sum())
-    (out / "demo_table.txt").write_text(table.to_string(index=False) + "\n", encoding="utf-8")
+    table = result.metrics.loc[:, list(TABLE_COLUMNS)].round(3)
+    (out / "demo_table.txt").write_text(table.to_string() + "\n", encoding="utf-8")
+    overall = result.overall
     print()
-    print(table.to_string(index=False))
+    print(table.to_string())
     print()
-    delay = f"median delay {np.median(delays):.1f} min, max {max(delays):.1f} min" if delays else "no delay (nothing caught)"
+    caught, total = overall["events_detected"], overall["events"]
+    delay = f"median delay {overall['median_delay_min']:.1f} min, max {overall['max_delay_min']:.1f} min" if caught else "no delay (nothing caught)"
     print(f"thresholds: {bundle.threshold_rule}; alarm rule: {bundle.alarm.describe()} windows")
     print(f"fault events caught: {caught}/{total} ({100 * caught / max(total, 1):.0f} %), {delay}")
-    print(f"false-alarm events: {false_alarms} over {compressor_days:.0f} compressor-days ({false_alarms / max(compressor_days, 1e-9):.2f} per compressor-day)")
+    print(
+        f"false-alarm events: {overall['false_alarms']} over {overall['observed_hours'] / 24:.0f} compressor-days "
+        f"({overall['false_alarms_per_hour']:.3f} per compressor-hour, {24 * overall['false_alarms_per_hour']:.2f} per compressor-day)"
+    )
     print(f"run {report.batch_id}: {sum(o.windows_scored for o in report.outcomes)} windows in {report.duration_s:.1f} s")
     print(f"plot: {plot}")
     print(f"database: {settings.db_url}  (tables {', '.join(t.name for t in tables.result_tables)})")
