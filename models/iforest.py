@@ -17,7 +17,7 @@ from sklearn.ensemble import IsolationForest
 
 from core.errors import ModelArtifactError, UnknownCompressorError
 from core.settings import TrainingSettings
-from pipeline.windows import WindowSet
+from core.windows import WindowSet
 
 log = logging.getLogger(__name__)
 

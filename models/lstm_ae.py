@@ -10,12 +10,12 @@ import numpy as np
 
 from core.errors import ModelArtifactError, UnknownCompressorError
 from core.settings import TrainingSettings
+from core.windows import WindowSet
 from models.autoencoder import build_autoencoder, freeze_all_but_head, grow_autoencoder, keras
 from models.error_model import ErrorModel
 from models.inference import HeadwiseReconstructor
 from models.trainer import HeadData, HeadwiseTrainer
 from models.scaler import CompressorScaler, RowMoments
-from pipeline.windows import WindowSet
 
 log = logging.getLogger(__name__)
 

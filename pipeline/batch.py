@@ -35,9 +35,12 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from core import faults
+from core.clock import utcnow
 from core.errors import DataValidationError
 from core.timerange import SUPPORTED_END
 from core.settings import Settings
+from core.windows import WindowSet
 from db.results import (
     Checkpoint,
     delete_window_range,
@@ -46,7 +49,6 @@ from db.results import (
     save_checkpoint,
     stored_alarm_state,
     stored_windows,
-    utcnow,
 )
 from db.schema import Tables
 from db.source import bad_timestamps, count_rows_after, nth_timestamp_before, read_rows, span
@@ -58,8 +60,7 @@ from pipeline.suppression import RUNNING, for_compressor
 from pipeline.scoring import score_windows
 from pipeline.timing import StageTimer
 from pipeline.validate import CleanRows, validate_rows, value_limits
-from pipeline.windows import WindowSet, build_windows, segment_starts
-from scheduler import faults
+from pipeline.windows import build_windows, segment_starts
 
 log = logging.getLogger(__name__)
 _EPSILON = timedelta(microseconds=1)

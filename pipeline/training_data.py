@@ -17,11 +17,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from core.settings import Settings
+from core.windows import WindowSet
 from db.schema import Tables
 from db.source import list_compressors, read_rows, span
 from models.scaler import RowMoments
 from pipeline.validate import validate_rows, value_limits
-from pipeline.windows import WindowSet, build_windows
+from pipeline.windows import build_windows
 
 log = logging.getLogger(__name__)
 
