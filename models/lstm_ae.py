@@ -148,13 +148,6 @@ class LSTMAutoencoderDetector:
         errors = self.feature_errors(windows, cid)
         return self.error_model.score(errors, cid), errors, self.error_model.contributions(errors, cid)
 
-    def routed_feature_errors(self, windows: np.ndarray, cid: str, batch_size: int = 128) -> np.ndarray:
-        """The same errors through the whole routed model (every head computed); for checks."""
-        scaled = self.scaler.transform(windows, cid)
-        heads = np.full(len(scaled), self.head_of(cid), dtype=np.int32)
-        reconstruction = self.model.predict([scaled, heads], batch_size=batch_size, verbose=0)
-        return ((reconstruction - scaled) ** 2).mean(axis=1)
-
     # -------------------------------------------------------------- persistence
     def save(self, directory: Path) -> list[str]:
         """Write the .keras file and a JSON state file; return their names."""
