@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean system-deps
+.PHONY: install demo test bench lint clean system-deps
 
 install: $(STAMP)
 
@@ -53,6 +53,10 @@ demo: install
 
 test: install system-deps
 	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python benchmarks/inference.py

@@ -35,7 +35,6 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -23,6 +23,7 @@ from core.logs import mask_secrets, printable, setup_logging
 from core.settings import DEFAULT_DB_URL, DEFAULT_MODEL_DIR, PROJECT_ROOT, THRESHOLD_RULES, Settings, SettingsError, load_settings, with_section
 from core.tf_startup import import_tensorflow
 from core.threads import use_single_threaded_kernels
+from core.version import __version__
 from service import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WINDOWS, DEFAULT_PORT
 
 log = logging.getLogger("compressor_ad")
@@ -363,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
             "relative to that file's directory; paths given here or in environment variables are relative to the working directory."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", help="TOML settings file (default: $COMPRESSOR_AD_CONFIG or built-in defaults)")
     parser.add_argument("--db-url", help=f"SQLAlchemy database URL (default: $COMPRESSOR_AD_DB_URL or {DEFAULT_DB_URL} under the project root)")
     parser.add_argument("--model-dir", help=f"directory of model versions (default: $COMPRESSOR_AD_MODEL_DIR or {DEFAULT_MODEL_DIR} under the project root)")

@@ -2,15 +2,18 @@
 import argparse
 import contextlib
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from core.version import __version__
 from scheduler.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +79,19 @@ def test_help_through_the_entry_point():
     for name in ("simulate", "train", "run", "backfill", "status", "models"):
         assert name in done.stdout
 
+
+
+def test_version_through_the_entry_point():
+    done = cli("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"run_scheduler.py {__version__}"
+
+
+def test_the_version_is_written_in_core_version_only():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" in project["project"]["dynamic"] and "version" not in project["project"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "core.version.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
 
 # ------------------------------------------------------------- bad arguments
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import PROJECT_ROOT
 from pipeline.importer import MAX_CELL_CHARS
 from scheduler.cli import build_parser, main
 

@@ -279,7 +279,7 @@ def test_cron_line():
     files = sorted(p.name for p in (DEPLOY / "cron").iterdir())
     # run-parts (Debian's cron) ignores /etc/cron.d files whose names are not [A-Za-z0-9_-]+
     assert files == ["compressor-ad"] and all(re.fullmatch(r"[A-Za-z0-9_-]+", name) for name in files)
-    lines = [l for l in (DEPLOY / "cron" / "compressor-ad").read_text(encoding="utf-8").splitlines() if l and not l.startswith("#")]
+    lines = [text for text in (DEPLOY / "cron" / "compressor-ad").read_text(encoding="utf-8").splitlines() if text and not text.startswith("#")]
     assert len(lines) == 1
     fields = lines[0].split(None, 6)
     assert len(fields[:5]) == 5 and fields[5] == "compressor-ad"
@@ -291,7 +291,7 @@ def test_cron_line():
 
 def test_cron_line_creates_its_log_directory(tmp_path):
     """The line's shell part, run with /opt/compressor-ad moved under tmp_path, creates var/log and writes there."""
-    line = next(l for l in (DEPLOY / "cron" / "compressor-ad").read_text(encoding="utf-8").splitlines() if l and not l.startswith("#"))
+    line = next(text for text in (DEPLOY / "cron" / "compressor-ad").read_text(encoding="utf-8").splitlines() if text and not text.startswith("#"))
     inner = shlex.split(line.split(None, 6)[6])[2]
     prefix = inner.split("; set -a;")[0].replace("/opt/compressor-ad", str(tmp_path / "opt"))
     done = subprocess.run(["/bin/sh", "-c", prefix + "; echo reached"], capture_output=True, text=True, timeout=30)
@@ -341,7 +341,7 @@ def test_windows_task():
     assert re.search(r"schtasks /Create .*/SC MINUTE /MO \$EveryMinutes", script)
     assert "run_once.cmd" in script
     cmd = (DEPLOY / "windows" / "run_once.cmd").read_text(encoding="utf-8")
-    line = next(l for l in cmd.splitlines() if "run_scheduler.py" in l)
+    line = next(text for text in cmd.splitlines() if "run_scheduler.py" in text)
     assert assert_valid_cli(cli_args_after_entry_point(line, posix=False)).once
 
 

@@ -6,7 +6,7 @@ compressor failing) are in tests/test_hostile_batches.py.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pandas as pd

@@ -228,7 +228,7 @@ def test_values_arrive_with_source_timestamps_are_scored_and_only_configured_add
     np.testing.assert_allclose(got[present], expected[present], rtol=1e-12)
     # Bad-quality values are missing in the table, and counted in the log.
     missing = int((~present).sum())
-    assert missing > 0 and f"BadSensorFailure x" in text
+    assert missing > 0 and "BadSensorFailure x" in text
     assert sum(int(n) for n in re.findall(r"(\d+) value\(s\) not Good", text)) == missing
     assert all(n > 0 for n in scored.values()) and set(scored) == set(COMPRESSORS)
     # Sockets: the OPC UA endpoint and the database server, nothing else.
