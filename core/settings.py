@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from core.errors import SettingsError
+
 DRY_GAS_SEAL_SIGNALS = (
     "filter_dp",
     "seal_gas_flow",
@@ -48,6 +50,7 @@ DEFAULT_FEATURES = DRY_GAS_SEAL_SIGNALS + PROCESS_SIGNALS
 DEFAULT_DB_URL = "sqlite:///var/compressor_ad.sqlite"
 DEFAULT_MODEL_DIR = Path("var/models")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DETECTORS = ("lstm_ae", "iforest")
 THRESHOLD_RULES = ("false_alarm_rate", "mean_std", "alarm_budget")
 ALARM_RULES = ("consecutive", "k_of_n", "cusum")
 MAX_ALARM_WINDOWS = 128  # the k_of_n history is kept as a bit mask of the last n windows
@@ -57,10 +60,6 @@ SCORE_METHODS = ("mahalanobis", "mse")
 OPCUA_POLICIES = ("Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss", "None")
 OPCUA_MODES = ("SignAndEncrypt", "Sign", "None")
 OPCUA_TIMESTAMPS = ("source", "server")
-
-
-class SettingsError(ValueError):
-    """A setting is missing, of the wrong type or out of range."""
 
 
 @dataclass(frozen=True)
@@ -372,6 +371,8 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"[data] missing_value_rule must be one of {MISSING_VALUE_RULES}")
     if det.threshold_rule not in THRESHOLD_RULES:
         raise SettingsError(f"[detection] threshold_rule must be one of {THRESHOLD_RULES}")
+    if det.detector not in DETECTORS:
+        raise SettingsError(f"[detection] detector must be one of {DETECTORS}")
     if det.score not in SCORE_METHODS:
         raise SettingsError(f"[detection] score must be one of {SCORE_METHODS}")
     if det.alarm_rule not in ALARM_RULES:
@@ -492,6 +493,8 @@ def load_settings(
             raise SettingsError(f"config file not found: {path}")
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise SettingsError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
     base = Path(config_file).resolve().parent if config_file else PROJECT_ROOT

@@ -158,6 +158,33 @@ def test_run_without_a_source_table(tmp_path, capsys):
     assert error_lines(capsys.readouterr().err) == ["error: source table 'compressor_telemetry' does not exist"]
 
 
+def test_a_bug_shows_its_traceback_not_an_input_error(tmp_path, capsys, monkeypatch):
+    import scheduler.status
+
+    def broken(*args, **kwargs):
+        raise KeyError("no_such_key")
+
+    monkeypatch.setattr(scheduler.status, "fleet_status", broken)
+    url = ["--db-url", f"sqlite:///{tmp_path / 'x.sqlite'}"]
+    assert main([*url, "status"]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == ["error: unexpected KeyError: 'no_such_key' (a bug, not bad input; run with --log-level DEBUG for the traceback)"]
+    assert "Traceback" not in err
+
+    log_file = tmp_path / "status.log"
+    assert main([*url, "--log-file", str(log_file), "status"]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"error: unexpected KeyError: 'no_such_key' (a bug, not bad input; traceback in {log_file})"]
+    assert "Traceback" not in err
+    logged = log_file.read_text()
+    assert "Traceback (most recent call last)" in logged and 'raise KeyError("no_such_key")' in logged
+
+    assert main([*url, "--log-level", "DEBUG", "status"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and 'raise KeyError("no_such_key")' in err
+    assert error_lines(err) == ["error: unexpected KeyError: 'no_such_key' (a bug, not bad input; traceback above)"]
+
+
 def test_bad_config_file(tmp_path, capsys):
     config = tmp_path / "bad.toml"
     config.write_text("[data]\nwindow = 1\n")

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from hypothesis import given, settings as hsettings, strategies as st
 
 from conftest import tiny_settings
-from core.errors import DataValidationError
-from core.settings import DataSettings, Settings, SettingsError, SourceSettings, load_settings, with_section
+from core.errors import DataValidationError, SettingsError
+from core.settings import DataSettings, Settings, SourceSettings, load_settings, with_section
 from core.timerange import SUPPORTED_END, SUPPORTED_START, check_timestamp, parse_timestamp
 from db.engine import make_engine
 from db.identifiers import UnsafeIdentifierError

@@ -363,7 +363,7 @@ def _opcua_settings(tmp_path: Path, text: str):
     ],
 )
 def test_opcua_settings_refuse_weak_security_and_incomplete_node_maps(tmp_path, text, reason):
-    from core.settings import SettingsError
+    from core.errors import SettingsError
 
     with pytest.raises(SettingsError, match=re.escape(reason)):
         _opcua_settings(tmp_path, text)

@@ -11,7 +11,7 @@ from core.settings import with_section
 from models.artifacts import load_bundle, save_bundle
 from models.calibration import folds_of, split_normal
 from models.thresholds import false_alarm_rate_threshold, mean_std_threshold
-from models.training import add_compressor_to_bundle, make_detector, recalibrate_bundle, train_bundle
+from models.training import add_compressor_to_bundle, recalibrate_bundle, train_bundle
 from pipeline.windows import build_windows
 from simulation.fleet import simulate_fleet
 from tests.conftest import tiny_settings
@@ -72,12 +72,6 @@ def test_too_few_windows_is_a_clear_error(tmp_path, caplog):
     with caplog.at_level(logging.WARNING), pytest.raises(CalibrationError, match="no compressor has enough normal windows"):
         train_bundle({"C09": tiny}, settings, (None, None))
     assert "compressor C09: only 8 normal windows, skipped from training" in caplog.text
-
-
-def test_unknown_detector(tmp_path):
-    settings = with_section(small_settings(tmp_path), "detection", detector="nope")
-    with pytest.raises(ValueError, match="unknown detector 'nope'"):
-        make_detector(settings)
 
 
 # ------------------------------------------------------------- trained models
