@@ -73,6 +73,7 @@ def test_every_command_has_help(path, capsys):
     assert out.startswith(f"usage: run_scheduler.py {' '.join(path)}".rstrip())
 
 
+@pytest.mark.slow
 def test_help_through_the_entry_point():
     done = cli("--help")
     assert done.returncode == 0
@@ -80,7 +81,7 @@ def test_help_through_the_entry_point():
         assert name in done.stdout
 
 
-
+@pytest.mark.slow
 def test_version_through_the_entry_point():
     done = cli("--version")
     assert done.returncode == 0
@@ -113,6 +114,7 @@ def test_bad_arguments_exit_non_zero_with_the_reason(argv, reason, capsys):
     assert reason in err.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_train_without_a_source_table(tmp_path, capsys):
     code = main(["--db-url", f"sqlite:///{tmp_path / 'empty.sqlite'}", "--model-dir", str(tmp_path / "m"), "train"])
     assert code == 1
@@ -122,6 +124,7 @@ def test_train_without_a_source_table(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 def test_train_with_no_data(tmp_path, capsys):
     from db.engine import make_engine
     from db.schema import build_tables, create_all
@@ -139,6 +142,7 @@ def test_train_on_a_range_without_rows(fleet_args, tmp_path, capsys):
     assert error_lines(capsys.readouterr().err) == ["error: no compressor has enough normal windows to train on; widen the training range"]
 
 
+@pytest.mark.slow
 def test_run_without_a_promoted_model(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'fleet.sqlite'}"
     assert main(["--db-url", url, "simulate", "--compressors", "1", "--days", "0.02"]) == 0
@@ -277,6 +281,7 @@ def test_passwords_are_masked_in_errors(url, reason, capsys):
     assert SECRET not in captured.err + captured.out
 
 
+@pytest.mark.slow
 def test_passwords_are_masked_in_logs_of_a_failing_run(tmp_path):
     config = tmp_path / "settings.toml"
     config.write_text("[scheduler]\nretry_attempts = 2\nretry_base_delay_s = 0.01\n")

@@ -289,6 +289,7 @@ def test_cron_line():
     assert assert_valid_cli(cli_args_after_entry_point(inner)).once
 
 
+@pytest.mark.slow
 def test_cron_line_creates_its_log_directory(tmp_path):
     """The line's shell part, run with /opt/compressor-ad moved under tmp_path, creates var/log and writes there."""
     line = next(text for text in (DEPLOY / "cron" / "compressor-ad").read_text(encoding="utf-8").splitlines() if text and not text.startswith("#"))
@@ -302,6 +303,7 @@ def test_cron_line_creates_its_log_directory(tmp_path):
 SERVICE_UNITS = ["compressor-ad.service", "compressor-ad-once.service", "compressor-ad-api.service"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (make system-deps installs it as root)")
 @pytest.mark.parametrize("unit", SERVICE_UNITS)
 def test_systemd_units_are_sandboxed(unit):
@@ -318,6 +320,7 @@ def _systemd_is_pid1() -> bool:
     return Path("/run/systemd/system").is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _systemd_is_pid1(), reason="systemd is not PID 1 here: a sandboxed unit can only be started under systemd")
 @pytest.mark.parametrize("unit", SERVICE_UNITS)
 def test_systemd_sandbox_still_runs_the_cli(unit):

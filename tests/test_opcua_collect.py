@@ -193,6 +193,7 @@ def model_dir(tmp_path_factory, pki):
     return settings.model_dir
 
 
+@pytest.mark.slow
 def test_values_arrive_with_source_timestamps_are_scored_and_only_configured_addresses_are_contacted(tmp_path, procs, pki, model_dir):
     """SignAndEncrypt + user token; collector and scheduler run under a socket audit hook on MariaDB."""
     from simulation.fleet import simulate_fleet
@@ -239,6 +240,7 @@ def test_values_arrive_with_source_timestamps_are_scored_and_only_configured_add
     assert lookups <= {"127.0.0.1"}, lookups
 
 
+@pytest.mark.slow
 def test_untrusted_certificate_wrong_password_and_insecure_policy_are_refused_in_one_line(tmp_path, procs, pki):
     port = free_port()
     good = write_config(tmp_path / "good.toml", pki, port)
@@ -261,6 +263,7 @@ def test_untrusted_certificate_wrong_password_and_insecure_policy_are_refused_in
     assert stop(server) == 0
 
 
+@pytest.mark.slow
 def test_server_restart_reconnects_reports_the_gap_and_duplicates_nothing(tmp_path, procs, pki):
     port = free_port()
     config = write_config(tmp_path / "c.toml", pki, port, reconnect_max_delay_s=2.0)
@@ -289,6 +292,7 @@ def test_server_restart_reconnects_reports_the_gap_and_duplicates_nothing(tmp_pa
         assert f"gap: compressor {cid} has no samples between" in text
 
 
+@pytest.mark.slow
 def test_database_outage_spools_then_drains_in_order_and_sigterm_exits_zero(tmp_path, procs, pki):
     """PostgreSQL refuses connections for a while (ALLOW_CONNECTIONS false, sessions ended): nothing lost or doubled."""
     port = free_port()
