@@ -1,11 +1,12 @@
-# Quick start: `make demo` (install + end-to-end demo on SQLite), `make test` (install + test suite).
+# Quick start: `make demo` (install + end-to-end demo on SQLite), `make test` (install + test suite),
+# `make test-fast` (the unit tier: no model training, subprocesses, servers or database servers).
 SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean system-deps
+.PHONY: install demo test test-fast bench lint clean system-deps
 
 install: $(STAMP)
 
@@ -53,6 +54,13 @@ demo: install
 
 test: install system-deps
 	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python benchmarks/inference.py

@@ -21,10 +21,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
+from core.clock import utcnow  # noqa: E402
 from core.logs import setup_logging  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from db.engine import make_engine, safe_url  # noqa: E402
-from db.results import insert_frame, utcnow  # noqa: E402
+from db.results import insert_frame  # noqa: E402
 from db.schema import build_tables, create_all  # noqa: E402
 from db.scratch import scratch_database  # noqa: E402
 

@@ -1,8 +1,15 @@
-"""Exceptions that end a command with a one-line reason."""
+"""The product's own exceptions: each ends a command with a one-line reason (scheduler/cli.py).
+
+Anything else that reaches the command line is a bug and is reported with its traceback.
+"""
 
 
 class PipelineError(RuntimeError):
     """A failure an operator can act on; the message says what and where."""
+
+
+class SettingsError(PipelineError):
+    """A setting is missing, of the wrong type or out of range."""
 
 
 class DataValidationError(PipelineError):

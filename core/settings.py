@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from core.errors import SettingsError
+
 DRY_GAS_SEAL_SIGNALS = (
     "filter_dp",
     "seal_gas_flow",
@@ -59,10 +61,6 @@ DETECTORS = ("lstm_ae", "iforest")  # the names of models/registry.py, which che
 OPCUA_POLICIES = ("Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss", "None")
 OPCUA_MODES = ("SignAndEncrypt", "Sign", "None")
 OPCUA_TIMESTAMPS = ("source", "server")
-
-
-class SettingsError(ValueError):
-    """A setting is missing, of the wrong type or out of range."""
 
 
 @dataclass(frozen=True)
@@ -507,6 +505,8 @@ def load_settings(
             raise SettingsError(f"config file not found: {path}")
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise SettingsError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
     base = Path(config_file).resolve().parent if config_file else PROJECT_ROOT

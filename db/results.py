@@ -2,18 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pandas as pd
 import sqlalchemy as sa
 
+from core.clock import utcnow
 from db import bulk
 from db.schema import Tables
-
-
-def utcnow() -> datetime:
-    """Naive UTC now (all timestamps in the database are naive UTC)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)

@@ -226,13 +226,6 @@ def count_rows_after(
     return int(conn.execute(stmt).scalar_one())
 
 
-def time_bounds(conn: sa.Connection, tables: Tables, settings: Settings) -> tuple[datetime | None, datetime | None]:
-    """Earliest and latest timestamp in the source table."""
-    ts = tables.source.c[settings.source.timestamp_column]
-    low, high = conn.execute(sa.select(sa.func.min(ts), sa.func.max(ts)).where(valid_time(ts))).one()
-    return low, high
-
-
 def write_telemetry(engine: sa.Engine, tables: Tables, frame: pd.DataFrame, chunk_rows: int = 50_000, progress=None) -> int:
     """Append telemetry rows (columns named as in the source table) in one transaction."""
     from db.results import insert_frame

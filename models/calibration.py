@@ -26,10 +26,10 @@ import numpy as np
 
 from core.errors import CalibrationError
 from core.settings import Settings
+from core.windows import WindowSet
 from models.alarms import AlarmRule
 from models.detector import Detector
 from models.thresholds import alarm_budget_threshold, false_alarm_rate_threshold, mean_std_threshold, windows_needed
-from pipeline.windows import WindowSet
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from core.errors import UnknownCompressorError
 if TYPE_CHECKING:
     from core.settings import TrainingSettings
     from models.scaler import RowMoments
-    from pipeline.windows import WindowSet
+    from core.windows import WindowSet
 
 
 class ScoreDetails(NamedTuple):

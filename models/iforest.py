@@ -17,8 +17,8 @@ from sklearn.ensemble import IsolationForest
 
 from core.errors import ModelArtifactError
 from core.settings import TrainingSettings
+from core.windows import WindowSet
 from models.detector import CompressorHeads, ScoreDetails
-from pipeline.windows import WindowSet
 
 log = logging.getLogger(__name__)
 

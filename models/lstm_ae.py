@@ -11,13 +11,13 @@ import numpy as np
 
 from core.errors import ModelArtifactError
 from core.settings import TrainingSettings
+from core.windows import WindowSet
 from models.autoencoder import build_autoencoder, freeze_all_but_head, grow_autoencoder, keras
 from models.detector import CompressorHeads, ScoreDetails
 from models.error_model import ErrorModel
 from models.inference import DEFAULT_BATCH, HeadwiseReconstructor
 from models.trainer import HeadData, HeadwiseTrainer
 from models.scaler import CompressorScaler, RowMoments
-from pipeline.windows import WindowSet
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +159,6 @@ class LSTMAutoencoderDetector(CompressorHeads):
         """Scores, per-feature squared errors and per-feature contributions, in one pass."""
         errors = self.feature_errors(windows, cid)
         return ScoreDetails(self.error_model.score(errors, cid), errors, self.error_model.contributions(errors, cid))
-
-    def routed_feature_errors(self, windows: np.ndarray, cid: str, batch_size: int = 128) -> np.ndarray:
-        """The same errors through the whole routed model (every head computed); for checks."""
-        scaled = self.scaler.transform(windows, cid)
-        heads = np.full(len(scaled), self.head_of(cid), dtype=np.int32)
-        reconstruction = self.model.predict([scaled, heads], batch_size=batch_size, verbose=0)
-        return ((reconstruction - scaled) ** 2).mean(axis=1)
 
     # -------------------------------------------------------------- persistence
     def save(self, directory: Path) -> list[str]:

@@ -6,13 +6,13 @@ import time
 
 from core.errors import CalibrationError
 from core.settings import Settings
+from core.windows import WindowSet
 from models.alarms import rule_from_settings
 from models.artifacts import ModelBundle
 from models.calibration import NormalSplit, calibrate_compressor, split_normal
 from models.detector import Detector
 from models.registry import detector_kind
 from models.scaler import RowMoments
-from pipeline.windows import WindowSet
 
 log = logging.getLogger(__name__)
 

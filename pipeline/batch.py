@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from core import faults
+from core.clock import utcnow
 from core.errors import DataValidationError
 from core.timerange import SUPPORTED_END
 from core.settings import Settings
@@ -46,7 +48,6 @@ from db.results import (
     save_checkpoint,
     stored_alarm_state,
     stored_windows,
-    utcnow,
 )
 from db.schema import Tables
 from db.source import bad_timestamps, count_rows_after, span
@@ -59,7 +60,6 @@ from pipeline.scoring import score_windows
 from pipeline.prepare import PreparedRows, as_datetime64, read_windows, validated
 from pipeline.timing import StageTimer
 from pipeline.windows import segment_starts
-from scheduler import faults
 
 log = logging.getLogger(__name__)
 _EPSILON = timedelta(microseconds=1)

@@ -17,7 +17,8 @@ from db.schema import Tables
 from db.source import nth_timestamp_before, read_rows
 from pipeline.timing import StageTimer
 from pipeline.validate import CleanRows, validate_rows, value_limits
-from pipeline.windows import WindowSet, build_windows
+from core.windows import WindowSet
+from pipeline.windows import build_windows
 
 _EPSILON = timedelta(microseconds=1)
 

@@ -6,11 +6,11 @@ from contextlib import nullcontext
 import numpy as np
 import pandas as pd
 
+from core.windows import WindowSet
 from models.alarms import AlarmState
 from models.artifacts import ModelBundle
 from pipeline.suppression import RUNNING, Suppression
 from pipeline.timing import StageTimer
-from pipeline.windows import WindowSet
 
 TOP_CONTRIBUTORS = 3
 INFERENCE_CHUNK = 65_536

@@ -16,8 +16,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from core.settings import Settings
+from core.windows import WindowSet
 from db.schema import Tables
-from pipeline.windows import WindowSet
 
 RUNNING, STARTING, STOPPED = "running", "starting", "stopped"
 _CHUNK = 65_536

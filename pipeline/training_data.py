@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from core.errors import SettingsError
 from core.settings import Settings
+from core.windows import WindowSet
 from db.schema import Tables
 from db.source import list_compressors, read_rows, span
 from models.scaler import RowMoments
 from pipeline.prepare import window_rows
-from pipeline.windows import WindowSet
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def sample_normal_windows(
 def _check_rule_allows_sampling(settings: Settings, compressor_id: str, rows: int) -> None:
     """The alarm-budget rule counts runs of consecutive windows, which a strided sample does not keep."""
     if settings.detection.threshold_rule == "alarm_budget":
-        raise ValueError(
+        raise SettingsError(
             f"compressor {compressor_id}: {rows} rows exceed training.max_windows_per_compressor "
             f"({settings.training.max_windows_per_compressor}); the alarm_budget threshold rule needs every window, "
             "so raise the cap, narrow the training range or use threshold_rule = \"mean_std\""

@@ -42,7 +42,7 @@ def format_episodes(rows: list[dict]) -> str:
 
 def cmd_alerts(args, settings: Settings) -> int:
     from db import alerts as store
-    from db.results import utcnow
+    from core.clock import utcnow
 
     engine, tables = _db(settings)
     try:
@@ -72,7 +72,7 @@ def cmd_alerts(args, settings: Settings) -> int:
 
 def cmd_maintenance(args, settings: Settings) -> int:
     from db import alerts as store
-    from db.results import utcnow
+    from core.clock import utcnow
 
     engine, tables = _db(settings)
     try:

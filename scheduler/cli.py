@@ -1,8 +1,10 @@
 """Command line: `python run_scheduler.py [global options] COMMAND ...`.
 
-Every command exits 0 on success and non-zero with a one-line reason on failure; the reason is
-printed on stderr and written to --log-file. A reader that closes stdout early (`| head`) ends
-the output quietly.
+Every command exits 0 on success and non-zero on failure. A failure the operator can act on (the
+product's own errors, core/errors.py, and database errors) ends with a one-line reason on stderr
+and in --log-file; any other exception is a bug: its traceback goes to --log-file (and to stderr
+at --log-level DEBUG), a one-line hint to stderr. A reader that closes stdout early (`| head`)
+ends the output quietly.
 """
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from core.errors import PipelineError
+from core.errors import CalibrationError, PipelineError
 from core.logs import mask_secrets, printable, setup_logging
-from core.settings import DEFAULT_DB_URL, DEFAULT_MODEL_DIR, PROJECT_ROOT, THRESHOLD_RULES, Settings, SettingsError, load_settings, with_section
+from core.settings import DEFAULT_DB_URL, DEFAULT_MODEL_DIR, PROJECT_ROOT, THRESHOLD_RULES, Settings, load_settings, with_section
 from core.tf_startup import import_tensorflow
 from core.threads import use_single_threaded_kernels
+from core.version import __version__
 from models.registry import REGISTRY
 from service import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WINDOWS, DEFAULT_PORT
 
@@ -86,6 +89,8 @@ def cmd_train(args, settings: Settings) -> int:
     engine, tables = _engine(settings), _tables(settings)
     if args.add_compressor:
         bundle = load_for_settings(settings)
+        if args.add_compressor in bundle.compressors:
+            raise PipelineError(f"compressor {args.add_compressor!r} is already in model version {bundle.version}; `calibrate --compressor` recalibrates it")
         sets = load_normal_windows(engine, tables, settings, args.start, args.end, [args.add_compressor])
         bundle = add_compressor_to_bundle(bundle, args.add_compressor, sets[args.add_compressor], settings)
     else:
@@ -264,13 +269,13 @@ def cmd_calibrate(args, settings: Settings) -> int:
     if args.threshold_rule:
         settings = with_section(settings, "detection", threshold_rule=args.threshold_rule)
     if args.end <= args.start:
-        raise ValueError(f"calibration end {args.end.isoformat()} is not after its start {args.start.isoformat()}")
+        raise PipelineError(f"calibration end {args.end.isoformat()} is not after its start {args.start.isoformat()}")
     bundle = load_for_settings(settings)
     compressors = args.compressor or bundle.compressors
     sets = load_normal_windows(_engine(settings), _tables(settings), settings, args.start, args.end, compressors)
     missing = [c for c in compressors if c not in sets]
     if missing:
-        raise ValueError(f"no normal windows between {args.start.isoformat()} and {args.end.isoformat()} for compressor(s) {', '.join(missing)}")
+        raise CalibrationError(f"no normal windows between {args.start.isoformat()} and {args.end.isoformat()} for compressor(s) {', '.join(missing)}")
     parent = bundle.version
     bundle = recalibrate_bundle(bundle, sets, settings, (args.start.isoformat(), args.end.isoformat()))
     publish(bundle, settings.model_dir, promote_it=not args.no_promote)
@@ -356,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
             "relative to that file's directory; paths given here or in environment variables are relative to the working directory."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", help="TOML settings file (default: $COMPRESSOR_AD_CONFIG or built-in defaults)")
     parser.add_argument("--db-url", help=f"SQLAlchemy database URL (default: $COMPRESSOR_AD_DB_URL or {DEFAULT_DB_URL} under the project root)")
     parser.add_argument("--model-dir", help=f"directory of model versions (default: $COMPRESSOR_AD_MODEL_DIR or {DEFAULT_MODEL_DIR} under the project root)")
@@ -481,6 +487,15 @@ def _fail(command: str, reason: str, code: int = 1) -> int:
     return code
 
 
+def _bug(command: str, exc: Exception, log_file: str | None) -> int:
+    """An exception that is not the product's own: the traceback to the log (the terminal too at DEBUG), a hint to stderr."""
+    debug = log.isEnabledFor(logging.DEBUG)
+    log.error("%s failed unexpectedly", command, exc_info=True, extra={"console": debug, "command": command})
+    where = "traceback above" if debug else f"traceback in {log_file}" if log_file else "run with --log-level DEBUG for the traceback"
+    detail = f": {str(exc).splitlines()[0]}" if str(exc) else ""
+    return _fail(command, f"unexpected {type(exc).__name__}{detail} (a bug, not bad input; {where})")
+
+
 def _quiet_stdout() -> None:
     """After a broken pipe: send what is left of stdout to /dev/null so the exit flush cannot fail."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -504,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return 0
-    except (PipelineError, SettingsError, ValueError, KeyError) as exc:
+    except PipelineError as exc:
         log.debug("command failed", exc_info=True)
         return _fail(command, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except sa.exc.SQLAlchemyError as exc:
@@ -512,6 +527,5 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(command, f"database: {str(exc).splitlines()[0]}")
     except KeyboardInterrupt:
         return _fail(command, "interrupted", 130)
-    except Exception as exc:  # a bug, not bad input: the traceback goes to the log file, one line to stderr
-        log.error("%s failed unexpectedly", command, exc_info=True, extra={"console": False, "command": command})
-        return _fail(command, f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    except Exception as exc:
+        return _bug(command, exc, args.log_file)

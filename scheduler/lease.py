@@ -20,8 +20,8 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from core.clock import utcnow
 from core.errors import PipelineError
-from db.results import utcnow
 from db.schema import Tables
 
 log = logging.getLogger(__name__)

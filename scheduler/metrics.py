@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
+from core.clock import utcnow
 from core.errors import PipelineError
 from db.alerts import pending_counts
-from db.results import read_checkpoints, utcnow
+from db.results import read_checkpoints
 from models.alarms import AlarmState
 
 if TYPE_CHECKING:

@@ -20,12 +20,12 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from core import faults
+from core.clock import utcnow
 from core.logs import mask_secrets, printable
 from core.settings import Settings
 from db import alerts as store
-from db.results import utcnow
 from db.schema import Tables
-from scheduler import faults
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,6 @@
 """Command line of the OPC UA collector: `collect`, `opcua-serve-sim` and `opcua-cert`."""
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os

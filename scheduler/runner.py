@@ -14,17 +14,18 @@ from typing import Callable
 import schedule
 import sqlalchemy as sa
 
+from core import faults
+from core.clock import utcnow
 from core.errors import PipelineError
 from core.settings import Settings
 from core.timerange import check_timestamp
 from db.engine import safe_url
-from db.results import utcnow
 from db.schema import Tables, build_tables, create_all
 from db.ids import colliding_ids
 from db.source import check_source_columns, list_compressors
 from models.artifacts import ModelBundle, load_for_settings, metadata_for_settings
 from pipeline.batch import BatchOutcome, ModelNeeded, backfill_batch, live_batch, write_summary
-from scheduler import faults, lease
+from scheduler import lease
 from scheduler.notifier import deliver_after_run
 from scheduler.retry import is_transient, with_retries
 

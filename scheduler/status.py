@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from core.clock import utcnow
 from core.logs import printable
 from core.settings import Settings
 from db.alerts import open_episode_counts, pending_counts
-from db.results import read_checkpoints, utcnow
+from db.results import read_checkpoints
 from db.schema import Tables
 from db.source import count_rows_after, list_compressors
 

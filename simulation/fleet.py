@@ -24,6 +24,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from core.errors import PipelineError
 from core.settings import DEFAULT_FEATURES
 
 FAULT_TYPES = (
@@ -145,17 +146,17 @@ def simulate_fleet(
     at `start`, and `load_range` the span of operator set-points.
     """
     if n_compressors < 1:
-        raise ValueError(f"n_compressors must be at least 1, got {n_compressors}")
+        raise PipelineError(f"n_compressors must be at least 1, got {n_compressors}")
     if not days > 0:
-        raise ValueError(f"days must be > 0, got {days}")
+        raise PipelineError(f"days must be > 0, got {days}")
     if not interval_s >= 1e-9:
-        raise ValueError(f"interval_s must be > 0 (at least 1 ns), got {interval_s}")
+        raise PipelineError(f"interval_s must be > 0 (at least 1 ns), got {interval_s}")
     if not fault_free_days >= 0:
-        raise ValueError(f"fault_free_days must be >= 0, got {fault_free_days}")
+        raise PipelineError(f"fault_free_days must be >= 0, got {fault_free_days}")
     features = tuple(features)
     unknown = [f for f in features if f not in DEFAULT_FEATURES]
     if not features or unknown or len(set(features)) != len(features):
-        raise ValueError(
+        raise PipelineError(
             f"features must be a non-empty, duplicate-free subset of {DEFAULT_FEATURES}; "
             f"unknown: {unknown}"
         )

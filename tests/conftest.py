@@ -1,4 +1,11 @@
-"""Shared fixtures: settings on a temporary SQLite database, a tiny simulated fleet, a tiny trained model."""
+"""Shared fixtures: settings on a temporary SQLite database, a tiny simulated fleet, a tiny trained model.
+
+Test tiers: `slow` marks every test that trains a model, starts a subprocess or a server, or needs
+PostgreSQL / MariaDB; `pytest -m "not slow"` (make test-fast) runs the rest. Whole modules of such
+tests are listed in SLOW_MODULES, tests on the session's trained fleet or on a database server
+(parameter `kind`) are marked here, single tests elsewhere carry @pytest.mark.slow. Under exactly
+`-m "not slow"` the SLOW_MODULES are not even imported (some import TensorFlow at the top).
+"""
 from __future__ import annotations
 
 import logging
@@ -13,6 +20,34 @@ os.environ.setdefault("COMPRESSOR_AD_COMPILE_CACHE", "0")  # models/compile_cach
 from core.settings import Settings, load_settings, with_section  # noqa: E402
 
 START = datetime(2026, 1, 1)
+
+# Modules whose tests (all, or all but a few quick ones) train a model, start a subprocess or a server,
+# or need a database server.
+SLOW_MODULES = {
+    "test_alert_delivery", "test_alert_episodes", "test_alert_rules", "test_api_edges", "test_api_schema",
+    "test_artifacts", "test_autoencoder", "test_backfill", "test_bad_inputs", "test_calibrate", "test_cold_start",
+    "test_concurrency", "test_dashboard_sql", "test_dask", "test_dead_lease", "test_end_to_end", "test_evaluate",
+    "test_exactly_once", "test_hostile_batches", "test_late_rows", "test_metrics_endpoint", "test_mssql_container",
+    "test_notifications", "test_scoring", "test_service", "test_skab_harness", "test_tracking", "test_training",
+}
+SERVER_KINDS = ("postgresql", "mariadb")
+
+
+def pytest_ignore_collect(collection_path, config):
+    if config.getoption("markexpr") == "not slow" and collection_path.stem in SLOW_MODULES:
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (
+            item.module.__name__.rpartition(".")[2] in SLOW_MODULES
+            or "trained_fleet" in item.fixturenames
+            or params.get("kind") in SERVER_KINDS
+        ):
+            item.add_marker(pytest.mark.slow)
 
 
 def tiny_settings(tmp_path, db_url: str | None = None, **training) -> Settings:

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from core.clock import utcnow
 from core.settings import Settings, load_settings
 from db.engine import make_engine
-from db.results import utcnow
 from db.schema import Tables, build_tables, create_all
 from db.source import write_telemetry
 from models.artifacts import ModelBundle

@@ -1,6 +1,5 @@
 """`calibrate`: new thresholds from a later normal period, network weights kept, parent recorded;
 `models list` shows each compressor's calibration; old result tables gain the new columns."""
-import json
 import shutil
 from datetime import timedelta
 
@@ -58,10 +57,10 @@ def test_calibrate_keeps_weights_and_the_other_compressors(copied, capsys):
     assert main([*copied["args"], "models", "list"]) == 0
     listing = capsys.readouterr().out
     assert f"parent={copied['parent']}" in listing
-    line = next(l for l in listing.splitlines() if l.startswith(f"*") and child_version in l)
+    line = next(row for row in listing.splitlines() if row.startswith("*") and child_version in row)
     assert "false_alarm_rate" in line and "alarm=k_of_n" in line
-    detail = [l for l in listing.splitlines() if l.startswith("      C02:")]
-    assert len(detail) == 2 and all("target 2.000%" in l and "held-out rate" in l for l in detail)
+    detail = [row for row in listing.splitlines() if row.startswith("      C02:")]
+    assert len(detail) == 2 and all("target 2.000%" in row and "held-out rate" in row for row in detail)
 
 
 def test_calibrate_no_promote_and_bad_requests(copied, capsys):

@@ -2,15 +2,18 @@
 import argparse
 import contextlib
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from core.version import __version__
 from scheduler.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,12 +73,26 @@ def test_every_command_has_help(path, capsys):
     assert out.startswith(f"usage: run_scheduler.py {' '.join(path)}".rstrip())
 
 
+@pytest.mark.slow
 def test_help_through_the_entry_point():
     done = cli("--help")
     assert done.returncode == 0
     for name in ("simulate", "train", "run", "backfill", "status", "models"):
         assert name in done.stdout
 
+
+@pytest.mark.slow
+def test_version_through_the_entry_point():
+    done = cli("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"run_scheduler.py {__version__}"
+
+
+def test_the_version_is_written_in_core_version_only():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" in project["project"]["dynamic"] and "version" not in project["project"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "core.version.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
 
 # ------------------------------------------------------------- bad arguments
 @pytest.mark.parametrize(
@@ -97,6 +114,7 @@ def test_bad_arguments_exit_non_zero_with_the_reason(argv, reason, capsys):
     assert reason in err.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_train_without_a_source_table(tmp_path, capsys):
     code = main(["--db-url", f"sqlite:///{tmp_path / 'empty.sqlite'}", "--model-dir", str(tmp_path / "m"), "train"])
     assert code == 1
@@ -106,6 +124,7 @@ def test_train_without_a_source_table(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 def test_train_with_no_data(tmp_path, capsys):
     from db.engine import make_engine
     from db.schema import build_tables, create_all
@@ -123,6 +142,7 @@ def test_train_on_a_range_without_rows(fleet_args, tmp_path, capsys):
     assert error_lines(capsys.readouterr().err) == ["error: no compressor has enough normal windows to train on; widen the training range"]
 
 
+@pytest.mark.slow
 def test_run_without_a_promoted_model(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'fleet.sqlite'}"
     assert main(["--db-url", url, "simulate", "--compressors", "1", "--days", "0.02"]) == 0
@@ -140,6 +160,33 @@ def test_run_without_a_promoted_model(tmp_path, capsys):
 def test_run_without_a_source_table(tmp_path, capsys):
     assert main(["--db-url", f"sqlite:///{tmp_path / 'x.sqlite'}", "--model-dir", str(tmp_path), "run", "--once"]) == 1
     assert error_lines(capsys.readouterr().err) == ["error: source table 'compressor_telemetry' does not exist"]
+
+
+def test_a_bug_shows_its_traceback_not_an_input_error(tmp_path, capsys, monkeypatch):
+    import scheduler.status
+
+    def broken(*args, **kwargs):
+        raise KeyError("no_such_key")
+
+    monkeypatch.setattr(scheduler.status, "fleet_status", broken)
+    url = ["--db-url", f"sqlite:///{tmp_path / 'x.sqlite'}"]
+    assert main([*url, "status"]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == ["error: unexpected KeyError: 'no_such_key' (a bug, not bad input; run with --log-level DEBUG for the traceback)"]
+    assert "Traceback" not in err
+
+    log_file = tmp_path / "status.log"
+    assert main([*url, "--log-file", str(log_file), "status"]) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"error: unexpected KeyError: 'no_such_key' (a bug, not bad input; traceback in {log_file})"]
+    assert "Traceback" not in err
+    logged = log_file.read_text()
+    assert "Traceback (most recent call last)" in logged and 'raise KeyError("no_such_key")' in logged
+
+    assert main([*url, "--log-level", "DEBUG", "status"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and 'raise KeyError("no_such_key")' in err
+    assert error_lines(err) == ["error: unexpected KeyError: 'no_such_key' (a bug, not bad input; traceback above)"]
 
 
 def test_bad_config_file(tmp_path, capsys):
@@ -234,6 +281,7 @@ def test_passwords_are_masked_in_errors(url, reason, capsys):
     assert SECRET not in captured.err + captured.out
 
 
+@pytest.mark.slow
 def test_passwords_are_masked_in_logs_of_a_failing_run(tmp_path):
     config = tmp_path / "settings.toml"
     config.write_text("[scheduler]\nretry_attempts = 2\nretry_base_delay_s = 0.01\n")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import PROJECT_ROOT
 from pipeline.importer import MAX_CELL_CHARS
 from scheduler.cli import build_parser, main
 
@@ -22,6 +21,7 @@ def cli(*args: str, cwd: Path = ROOT, **popen):
     return subprocess.Popen([sys.executable, str(ROOT / "run_scheduler.py"), *args], cwd=cwd, env=env, text=True, **popen)
 
 
+@pytest.mark.slow
 def test_status_retries_an_unreachable_database(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("[scheduler]\nretry_attempts = 3\nretry_base_delay_s = 0.05\n")
@@ -44,6 +44,7 @@ def test_status_into_a_closed_pipe_ends_without_a_traceback(trained_fleet):
     assert process.returncode == 0
 
 
+@pytest.mark.slow
 def test_status_from_another_directory_uses_the_project_database(tmp_path):
     process = cli("status", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.communicate(timeout=120)

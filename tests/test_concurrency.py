@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from db.results import utcnow
 from db_servers import database
+from core.clock import utcnow
 from scheduler import lease
 from scheduler.runner import Runner
 from scheduler_harness import Scheduler, append, assert_same_tables, leases_held, prepared, run_live, snapshot, trained_small_fleet, write_config

@@ -241,8 +241,7 @@ def test_episodes_opened_on_workers_are_notified_once_also_after_a_replay(traine
     secret_file = tmp_path / "hook"
     secret_file.write_text(secret + "\n", encoding="utf-8")
     bundle = touchy(trained_fleet["bundle"])
-    save_bundle(bundle, tmp_path / "models")
-    promote(tmp_path / "models", bundle.version)
+    publish(bundle, tmp_path / "models")
     t, train_end = trained_fleet["fleet"].telemetry, trained_fleet["train_end"]
     rows = t[(t["timestamp"] > train_end) & (t["timestamp"] <= train_end + timedelta(hours=2))]
     receiver = WebhookReceiver(cert, key, secret).start()

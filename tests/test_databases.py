@@ -17,6 +17,7 @@ def trained(tmp_path_factory) -> Trained:
     return train_once(tmp_path_factory.mktemp("trained"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_full_pipeline(kind, trained, tmp_path, capsys):
     with database(kind, tmp_path) as url:

@@ -11,7 +11,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 import pytest
 
-from db.results import utcnow
+from core.clock import utcnow
 from scheduler import lease
 from scheduler.status import fleet_status, format_status
 from scheduler_harness import Scheduler, append, killed, leases_held, prepared, run_live, snapshot, trained_small_fleet, write_config

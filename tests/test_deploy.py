@@ -279,7 +279,7 @@ def test_cron_line():
     files = sorted(p.name for p in (DEPLOY / "cron").iterdir())
     # run-parts (Debian's cron) ignores /etc/cron.d files whose names are not [A-Za-z0-9_-]+
     assert files == ["compressor-ad"] and all(re.fullmatch(r"[A-Za-z0-9_-]+", name) for name in files)
-    lines = [l for l in (DEPLOY / "cron" / "compressor-ad").read_text(encoding="utf-8").splitlines() if l and not l.startswith("#")]
+    lines = [text for text in (DEPLOY / "cron" / "compressor-ad").read_text(encoding="utf-8").splitlines() if text and not text.startswith("#")]
     assert len(lines) == 1
     fields = lines[0].split(None, 6)
     assert len(fields[:5]) == 5 and fields[5] == "compressor-ad"
@@ -289,9 +289,10 @@ def test_cron_line():
     assert assert_valid_cli(cli_args_after_entry_point(inner)).once
 
 
+@pytest.mark.slow
 def test_cron_line_creates_its_log_directory(tmp_path):
     """The line's shell part, run with /opt/compressor-ad moved under tmp_path, creates var/log and writes there."""
-    line = next(l for l in (DEPLOY / "cron" / "compressor-ad").read_text(encoding="utf-8").splitlines() if l and not l.startswith("#"))
+    line = next(text for text in (DEPLOY / "cron" / "compressor-ad").read_text(encoding="utf-8").splitlines() if text and not text.startswith("#"))
     inner = shlex.split(line.split(None, 6)[6])[2]
     prefix = inner.split("; set -a;")[0].replace("/opt/compressor-ad", str(tmp_path / "opt"))
     done = subprocess.run(["/bin/sh", "-c", prefix + "; echo reached"], capture_output=True, text=True, timeout=30)
@@ -302,6 +303,7 @@ def test_cron_line_creates_its_log_directory(tmp_path):
 SERVICE_UNITS = ["compressor-ad.service", "compressor-ad-once.service", "compressor-ad-api.service"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (make system-deps installs it as root)")
 @pytest.mark.parametrize("unit", SERVICE_UNITS)
 def test_systemd_units_are_sandboxed(unit):
@@ -318,6 +320,7 @@ def _systemd_is_pid1() -> bool:
     return Path("/run/systemd/system").is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _systemd_is_pid1(), reason="systemd is not PID 1 here: a sandboxed unit can only be started under systemd")
 @pytest.mark.parametrize("unit", SERVICE_UNITS)
 def test_systemd_sandbox_still_runs_the_cli(unit):
@@ -341,7 +344,7 @@ def test_windows_task():
     assert re.search(r"schtasks /Create .*/SC MINUTE /MO \$EveryMinutes", script)
     assert "run_once.cmd" in script
     cmd = (DEPLOY / "windows" / "run_once.cmd").read_text(encoding="utf-8")
-    line = next(l for l in cmd.splitlines() if "run_scheduler.py" in l)
+    line = next(text for text in cmd.splitlines() if "run_scheduler.py" in text)
     assert assert_valid_cli(cli_args_after_entry_point(line, posix=False)).once
 
 

@@ -110,6 +110,7 @@ def test_sql_server_through_freetds_loads_the_driver(monkeypatch):
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_real_session_never_logs_the_password(tmp_path, monkeypatch, capsys, caplog):
     """Status against PostgreSQL with the password in the URL and in the environment (the local
     server trusts the login, so any password connects): no log line or output shows it."""

@@ -1,7 +1,7 @@
 """Exactly-once: whatever kills or disconnects the scheduler, the result tables end up as a run without failures left them.
 
 The scheduler runs as a real subprocess (`run_scheduler.py ... run --once`). Fault points are hit
-deterministically through COMPRESSOR_AD_CRASH_AT (scheduler/faults.py) and at random times with a
+deterministically through COMPRESSOR_AD_CRASH_AT (core/faults.py) and at random times with a
 plain SIGKILL; after every kill the scheduler is restarted (once the dead holder's leases ran out)
 until a run finishes. Data arrives in several appends, so every checkpoint moves several times.
 """

@@ -6,7 +6,7 @@ compressor failing) are in tests/test_hostile_batches.py.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from hypothesis import given, settings as hsettings, strategies as st
 
 from conftest import tiny_settings
-from core.errors import DataValidationError
-from core.settings import DataSettings, Settings, SettingsError, SourceSettings, load_settings, with_section
+from core.errors import DataValidationError, SettingsError
+from core.settings import DataSettings, Settings, SourceSettings, load_settings, with_section
 from core.timerange import SUPPORTED_END, SUPPORTED_START, check_timestamp, parse_timestamp
 from db.engine import make_engine
 from db.identifiers import UnsafeIdentifierError
@@ -123,6 +123,7 @@ def test_derived_names_are_checked_before_any_table_exists(settings, what):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_longest_accepted_names_work_on_postgresql_and_mariadb(tmp_path):
     settings = Settings(source=SourceSettings(table="t" * 44, label_column=None), data=DataSettings(features=("f" * 59,)))
     for kind in ("postgresql", "mariadb"):
@@ -136,6 +137,7 @@ def test_longest_accepted_names_work_on_postgresql_and_mariadb(tmp_path):
             engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_failed_first_import_on_mariadb_leaves_no_tables(tmp_path):
     settings = with_section(tiny_settings(tmp_path), "data", features=FEATURES)
     path = tmp_path / "ok.csv"

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from core.logs import MAX_MESSAGE_CHARS, mask_secrets, printable, setup_logging
@@ -90,6 +91,7 @@ def run_cli(*args: str, cwd: Path = ROOT, **popen) -> subprocess.CompletedProces
     return subprocess.run([sys.executable, str(ROOT / "run_scheduler.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, **popen)
 
 
+@pytest.mark.slow
 def test_a_failure_reason_reaches_the_log_file_once_on_the_terminal(tmp_path):
     log_file = tmp_path / "cli.log"
     done = run_cli("--log-format", "json", "--log-file", str(log_file), "--model-dir", str(tmp_path / "m"), "models", "promote", "../../ext")

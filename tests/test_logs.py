@@ -77,6 +77,7 @@ def test_mask_secrets_forms():
     assert mask_secrets("sqlite:///var/compressor_ad.sqlite") == "sqlite:///var/compressor_ad.sqlite"
 
 
+@pytest.mark.slow
 def test_cli_failure_with_a_password_in_the_url_logs_json_without_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPRESSOR_AD_")}
     url = f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:1/test?connect_timeout=5"

@@ -193,6 +193,7 @@ def model_dir(tmp_path_factory, pki):
     return settings.model_dir
 
 
+@pytest.mark.slow
 def test_values_arrive_with_source_timestamps_are_scored_and_only_configured_addresses_are_contacted(tmp_path, procs, pki, model_dir):
     """SignAndEncrypt + user token; collector and scheduler run under a socket audit hook on MariaDB."""
     from simulation.fleet import simulate_fleet
@@ -228,7 +229,7 @@ def test_values_arrive_with_source_timestamps_are_scored_and_only_configured_add
     np.testing.assert_allclose(got[present], expected[present], rtol=1e-12)
     # Bad-quality values are missing in the table, and counted in the log.
     missing = int((~present).sum())
-    assert missing > 0 and f"BadSensorFailure x" in text
+    assert missing > 0 and "BadSensorFailure x" in text
     assert sum(int(n) for n in re.findall(r"(\d+) value\(s\) not Good", text)) == missing
     assert all(n > 0 for n in scored.values()) and set(scored) == set(COMPRESSORS)
     # Sockets: the OPC UA endpoint and the database server, nothing else.
@@ -239,6 +240,7 @@ def test_values_arrive_with_source_timestamps_are_scored_and_only_configured_add
     assert lookups <= {"127.0.0.1"}, lookups
 
 
+@pytest.mark.slow
 def test_untrusted_certificate_wrong_password_and_insecure_policy_are_refused_in_one_line(tmp_path, procs, pki):
     port = free_port()
     good = write_config(tmp_path / "good.toml", pki, port)
@@ -261,6 +263,7 @@ def test_untrusted_certificate_wrong_password_and_insecure_policy_are_refused_in
     assert stop(server) == 0
 
 
+@pytest.mark.slow
 def test_server_restart_reconnects_reports_the_gap_and_duplicates_nothing(tmp_path, procs, pki):
     port = free_port()
     config = write_config(tmp_path / "c.toml", pki, port, reconnect_max_delay_s=2.0)
@@ -289,6 +292,7 @@ def test_server_restart_reconnects_reports_the_gap_and_duplicates_nothing(tmp_pa
         assert f"gap: compressor {cid} has no samples between" in text
 
 
+@pytest.mark.slow
 def test_database_outage_spools_then_drains_in_order_and_sigterm_exits_zero(tmp_path, procs, pki):
     """PostgreSQL refuses connections for a while (ALLOW_CONNECTIONS false, sessions ended): nothing lost or doubled."""
     port = free_port()
@@ -363,7 +367,7 @@ def _opcua_settings(tmp_path: Path, text: str):
     ],
 )
 def test_opcua_settings_refuse_weak_security_and_incomplete_node_maps(tmp_path, text, reason):
-    from core.settings import SettingsError
+    from core.errors import SettingsError
 
     with pytest.raises(SettingsError, match=re.escape(reason)):
         _opcua_settings(tmp_path, text)

@@ -88,6 +88,7 @@ def test_an_unreachable_pushgateway_is_one_line(tmp_path):
     assert "secret" not in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_metrics_options_are_for_run_once(tmp_path):
     base = [sys.executable, "run_scheduler.py", "--db-url", f"sqlite:///{tmp_path / 'x.sqlite'}", "--model-dir", str(tmp_path), "run"]
     done = subprocess.run([*base, "--interval", "5", "--pushgateway", "http://127.0.0.1:9091"], cwd=ROOT, capture_output=True, text=True, timeout=120)

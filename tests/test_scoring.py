@@ -2,13 +2,14 @@
 import numpy as np
 import pytest
 
+from core.windows import WindowSet
 import pipeline.scoring as scoring
 from core.errors import UnknownCompressorError
 from db.schema import build_tables
 from models.alarms import AlarmRule, AlarmState
 from models.artifacts import ModelBundle
 from pipeline.scoring import score_windows, top_features
-from pipeline.windows import WindowSet, build_windows
+from pipeline.windows import build_windows
 
 BASE_COLUMNS = ["window_end", "score", "threshold", "is_anomaly", "consecutive_count", "triggered", "in_alert", "alarm_state", "top_features"]
 

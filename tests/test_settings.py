@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import DEFAULT_FEATURES, PROJECT_ROOT, RANGES, Settings, SettingsError, load_settings, with_section
+from core.errors import SettingsError
+from core.settings import DEFAULT_FEATURES, PROJECT_ROOT, RANGES, Settings, load_settings, with_section
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -108,6 +109,7 @@ def test_with_section_changes_one_section_and_validates():
         ('[data]\nmissing_value_rule = "zero"\n', r"\[data\] missing_value_rule must be one of"),
         ('[detection]\ndetector = "lof"\n', r"\[detection\] detector must be one of \('lstm_ae', 'iforest'\)"),
         ('[detection]\nthreshold_rule = "p99"\n', r"\[detection\] threshold_rule must be one of"),
+        ('[detection]\ndetector = "nope"\n', r"\[detection\] detector must be one of \('lstm_ae', 'iforest'\)"),
         ("[training]\ncalibration_fraction = 0.7\n", r"\[training\] calibration_fraction = 0.7 is out of range: must be in \[0.05, 0.5\]"),
         ('[detection]\nalarm_rule = "vote"\n', r"\[detection\] alarm_rule must be one of"),
         ("[detection]\nalarm_k = 50\n", r"alarm_k = 50 must not exceed alarm_n = 40"),
@@ -121,6 +123,13 @@ def test_with_section_changes_one_section_and_validates():
 def test_bad_settings_raise_settings_error_with_a_clear_message(tmp_path, text, message):
     with pytest.raises(SettingsError, match=message):
         load_settings(write(tmp_path, text), env={})
+
+
+def test_a_config_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[source]\ntable = "d\xe9bit"\n'.encode("latin-1"))
+    with pytest.raises(SettingsError, match=r"latin1.toml is not UTF-8 text \(byte 19\)"):
+        load_settings(path, env={})
 
 
 def test_missing_config_file(tmp_path):

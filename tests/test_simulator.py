@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.errors import PipelineError
 from core.settings import DEFAULT_FEATURES
 from simulation.fleet import FAULT_TYPES, SimulatedFleet, simulate_fleet
 
@@ -215,5 +216,5 @@ def test_sensor_faults_are_visible(long_fleet):
     ],
 )
 def test_bad_arguments_raise(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(PipelineError, match=message):
         simulate_fleet(**kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.errors import SettingsError
 from core.settings import with_section
 from db.engine import make_engine
 from db.schema import build_tables, create_all
@@ -65,7 +66,7 @@ def test_window_cap_with_alarm_budget_is_a_clear_error(stored):
     settings, engine, tables, _, rows = stored
     capped = with_section(settings, "training", max_windows_per_compressor=rows // 4)
     capped = with_section(capped, "detection", threshold_rule="alarm_budget")
-    with pytest.raises(ValueError, match="alarm_budget threshold rule needs every window"):
+    with pytest.raises(SettingsError, match="alarm_budget threshold rule needs every window"):
         load_training_data(engine, tables, capped, START, None)
 
 

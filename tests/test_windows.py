@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from pipeline.windows import WindowSet, build_windows, count_gaps, segment_starts
+from core.windows import WindowSet
+from pipeline.windows import build_windows, count_gaps, segment_starts
 
 INTERVAL_S = 30.0
 MAX_GAP_S = 1.5 * INTERVAL_S
