@@ -46,7 +46,8 @@ from db.source import write_telemetry  # noqa: E402
 from evaluation.evaluate import evaluate_range  # noqa: E402
 from models.alarms import rule_from_settings  # noqa: E402
 from models.calibration import split_normal  # noqa: E402
-from models.training import recalibrate_bundle, train_bundle  # noqa: E402
+from models.training import recalibrate_bundle  # noqa: E402
+from pipeline.publish import train_from_source  # noqa: E402
 from pipeline.training_data import load_normal_windows  # noqa: E402
 from simulation.fleet import simulate_fleet  # noqa: E402
 
@@ -114,7 +115,7 @@ def sim_case(args: argparse.Namespace, work: Path) -> list[dict]:
         write_telemetry(engine, tables, fleet.telemetry)
     log.info("sim: %d compressors, trained on %s .. %s, scoring %s .. %s (%d labelled events)", args.compressors, START, train_end, test_start, test_end, len(later.events))
     started = time.perf_counter()
-    bundle = train_bundle(load_normal_windows(engine, tables, settings, START, train_end), settings, (START.isoformat(), train_end.isoformat()))
+    bundle = train_from_source(engine, tables, settings, START, train_end)
     log.info("sim: trained in %.1f s", time.perf_counter() - started)
     commissioning_end = test_start + timedelta(days=args.calibrate_days)
     commissioning = load_normal_windows(engine, tables, settings, test_start, commissioning_end)

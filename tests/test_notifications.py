@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from alert_servers import SmtpReceiver, WebhookReceiver, self_signed
 from db_servers import KINDS, database
-from models.artifacts import promote, save_bundle
+from pipeline.publish import publish
 from scheduler.notifier import deliver
 from scheduler.runner import Runner
 from scheduler.status import fleet_status, format_status
@@ -144,8 +144,7 @@ def test_sigkill_between_commit_and_send_delivers_on_the_next_run_once(fleet, ki
         settings, engine, tables, config = notify_db({"webhook_url": receiver.url, "webhook_secret_file": _secret_file(tmp_path, "hook", SECRET), "ca_file": str(tls[0])}, kind)
         model_dir = tmp_path / "models"
         bundle = touchy(fleet.bundle)
-        save_bundle(bundle, model_dir)
-        promote(model_dir, bundle.version)
+        publish(bundle, model_dir)
         scheduler = Scheduler(config, settings.db_url, model_dir, tmp_path / "logs")
         code, log = scheduler.run("run", "--once", crash_at="notify:1")
         assert killed(code), log[-3000:]
@@ -166,8 +165,7 @@ def test_without_a_channel_nothing_is_written_imported_or_sent(fleet, notify_db,
     settings, engine, tables, config = notify_db({})
     model_dir = tmp_path / "models"
     bundle = touchy(fleet.bundle)
-    save_bundle(bundle, model_dir)
-    promote(model_dir, bundle.version)
+    publish(bundle, model_dir)
     probe = (
         "import sys; from core.settings import load_settings; from db.engine import make_engine; from scheduler.runner import Runner; "
         f"s = load_settings({str(config)!r}, env={{}}, db_url={settings.db_url!r}, model_dir={str(model_dir)!r}); "
