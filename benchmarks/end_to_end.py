@@ -38,6 +38,7 @@ from models.training import train_bundle  # noqa: E402
 from pipeline.batch import BatchOutcome  # noqa: E402
 from pipeline.timing import StageTimer  # noqa: E402
 from pipeline.training_data import load_normal_windows  # noqa: E402
+from scheduler.executor import RunObserver  # noqa: E402
 from scheduler.runner import Runner  # noqa: E402
 from simulation.fleet import simulate_fleet  # noqa: E402
 
@@ -72,11 +73,12 @@ def run(url: str, compressors: int, rows: int, incremental: int, epochs: int, mo
         timer = StageTimer()
         outcomes: list[BatchOutcome] = []
 
-        def collect(outcome: BatchOutcome) -> None:
-            outcomes.append(outcome)
-            timer.merge(outcome.timer)
+        class Collect(RunObserver):
+            def on_batch(self, outcome: BatchOutcome) -> None:
+                outcomes.append(outcome)
+                timer.merge(outcome.timer)
 
-        runner.on_batch = collect
+        runner.observers.append(Collect())
         started = time.perf_counter()
         report = runner.backfill(START, cutoff, advance_checkpoint=True)
         seconds = time.perf_counter() - started
