@@ -73,12 +73,13 @@ class DaemonMetrics(RunObserver):
         self.alerts.labels(cid).inc(outcome.triggered_events)
 
     def on_run(self, executor: Executor, report: RunReport) -> None:
-        """The run's duration and outcome; the checkpoints are read first, so a scrape that sees the run sees them."""
+        """The run's duration and outcome; the checkpoints are read first, so a scrape that sees the run sees them.
+        Checkpoints that cannot be read (database gone, a value that is no timestamp) leave those gauges as they were."""
         self.run_duration.observe(report.duration_s)
         self.observe_model(executor.model_info())
         try:
             self.observe_checkpoints(executor.engine, executor.tables, executor.settings)
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, ValueError) as exc:
             log.warning("metrics: could not read checkpoint lag: %s", str(exc).splitlines()[0])
         (self.runs_succeeded if report.ok else self.runs_failed).inc()
         self.observe_run(report.ok)
