@@ -155,11 +155,9 @@ def _executor(args, settings: Settings):
 
 
 def _expose_metrics(args, executor) -> None:
-    """Serve the daemon's Prometheus metrics (`run --interval M --metrics-port P`)."""
+    """Serve the daemon's Prometheus metrics (`run --interval M --metrics-port P`), either executor."""
     if args.interval is None:
         raise PipelineError("--metrics-port needs --interval (a one-off run has nothing to scrape)")
-    if getattr(args, "executor", "local") != "local":
-        raise PipelineError("--metrics-port works with the local executor only")
     from scheduler.metrics import expose
 
     expose(executor, args.metrics_host, args.metrics_port, args.interval)
@@ -174,12 +172,10 @@ def _run_metrics_settings(args, settings: Settings) -> Settings:
 
 
 def _run_once(args, settings: Settings, executor):
-    """One run; its metrics then pushed or written (`[metrics]`), whatever its outcome."""
+    """One run; its metrics then pushed or written (`[metrics]`), whatever its outcome, either executor."""
     config = settings.metrics
     if not (config.pushgateway or config.textfile):
         return executor.run_once(min_records=args.min_records)
-    if getattr(args, "executor", "local") != "local":
-        raise PipelineError("run metrics (--pushgateway, --metrics-textfile, [metrics]) work with the local executor only")
     from scheduler.metrics import DaemonMetrics
     from scheduler.metrics_export import export_run
 

@@ -1,18 +1,26 @@
 """The executor contract: the local Runner and the DaskExecutor (one-process local cluster) run the same
 small fleet and must agree on the report (one RunReport of BatchOutcomes, its totals equal to what
 was written), the result tables of a live run and of a backfill, an idle replay, a failed compressor,
-and what their observers (DaemonMetrics among them) are told."""
+and what their observers (DaemonMetrics among them) are told. The command line's run metrics
+(`--metrics-textfile`, `--metrics-port`) are checked on Dask in subprocesses that join the same cluster."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from distributed import Client, LocalCluster
+from prometheus_client.parser import text_string_to_metric_families
 from test_dask import _with_db, assert_same_results, snapshot
-from test_metrics_endpoint import windows_in_db
+from test_metrics_endpoint import free_port, value, windows_in_db
 
 from conftest import tiny_settings
 from core.settings import with_section
@@ -29,6 +37,7 @@ from scheduler.metrics import DaemonMetrics
 from scheduler.runner import Runner
 from simulation.fleet import simulate_fleet
 
+ROOT = Path(__file__).resolve().parents[1]
 START = datetime(2026, 1, 1)
 TRAIN_END = START + timedelta(hours=8)
 END = START + timedelta(days=1)
@@ -212,3 +221,59 @@ def test_a_run_that_cannot_start_is_told_to_the_observers(fleet, cluster, tmp_pa
     assert [event[0] for event in recorder.events] == ["started", "failed"]
     assert "no model promoted" in str(recorder.events[1][2])
     assert metric(metrics, "compressor_ad_runs_failed_total") == 1 and metric(metrics, "compressor_ad_runs_succeeded_total") == 0
+
+
+def cli(settings, *args: str) -> list[str]:
+    return [sys.executable, "run_scheduler.py", "--db-url", settings.db_url, "--model-dir", str(settings.model_dir), *args]
+
+
+CLI_ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("COMPRESSOR_AD_")}, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def scraped(text: str) -> list:
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def test_run_once_on_dask_writes_the_metrics_textfile(fleet, cluster, tmp_path):
+    settings = fresh_db(fleet, tmp_path / "fleet.sqlite")
+    textfile = tmp_path / "compressor_ad.prom"
+    command = cli(settings, "run", "--once", "--metrics-textfile", str(textfile), "--executor", "dask", "--dask-address", cluster.scheduler.address)
+    done = subprocess.run(command, cwd=ROOT, env=CLI_ENV, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = scraped(textfile.read_text(encoding="utf-8"))
+    assert value(found, "compressor_ad_runs_succeeded_total") == 1 and value(found, "compressor_ad_last_run_success") == 1
+    assert value(found, "compressor_ad_model_info", version=fleet["bundle"].version, detector="iforest") == 1
+    written = windows_in_db(settings)
+    assert sorted(written) == COMPRESSORS
+    for cid, count in written.items():
+        assert value(found, "compressor_ad_batches_total", compressor_id=cid, status="ok") == 1
+        assert value(found, "compressor_ad_windows_scored_total", compressor_id=cid) == count
+        assert value(found, "compressor_ad_checkpoint_lag_seconds", compressor_id=cid) == 0
+
+
+def test_the_dask_daemon_serves_metrics_and_stops_on_sigterm(fleet, cluster, tmp_path):
+    settings = fresh_db(fleet, tmp_path / "fleet.sqlite")
+    port = free_port()
+    command = cli(settings, "run", "--interval", "60", "--metrics-port", str(port), "--executor", "dask", "--dask-address", cluster.scheduler.address)
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(command, cwd=ROOT, env=CLI_ENV, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        found: list = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(httpx.TransportError):
+                found = scraped(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+                if (value(found, "compressor_ad_runs_succeeded_total") or 0) >= 1:
+                    break
+            time.sleep(0.5)
+        assert value(found, "compressor_ad_runs_succeeded_total") == 1, log_path.read_text(errors="replace")[-2000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(120)
+    assert code == 0, log_path.read_text(errors="replace")[-2000:]
+    assert value(found, "compressor_ad_run_interval_seconds") == 3600
+    for cid, count in windows_in_db(settings).items():
+        assert value(found, "compressor_ad_batches_total", compressor_id=cid, status="ok") == 1
+        assert value(found, "compressor_ad_windows_scored_total", compressor_id=cid) == count > 0
+    assert "daemon stopped after 1 runs (0 with failures)" in log_path.read_text(errors="replace")
