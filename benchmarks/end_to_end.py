@@ -36,6 +36,7 @@ from db.source import write_telemetry  # noqa: E402
 from pipeline.batch import BatchOutcome  # noqa: E402
 from pipeline.publish import train_and_publish  # noqa: E402
 from pipeline.timing import StageTimer  # noqa: E402
+from scheduler.executor import RunObserver  # noqa: E402
 from scheduler.runner import Runner  # noqa: E402
 from simulation.fleet import simulate_fleet  # noqa: E402
 
@@ -69,11 +70,12 @@ def run(url: str, compressors: int, rows: int, incremental: int, epochs: int, mo
         timer = StageTimer()
         outcomes: list[BatchOutcome] = []
 
-        def collect(outcome: BatchOutcome) -> None:
-            outcomes.append(outcome)
-            timer.merge(outcome.timer)
+        class Collect(RunObserver):
+            def on_batch(self, outcome: BatchOutcome) -> None:
+                outcomes.append(outcome)
+                timer.merge(outcome.timer)
 
-        runner.on_batch = collect
+        runner.observers.append(Collect())
         started = time.perf_counter()
         report = runner.backfill(START, cutoff, advance_checkpoint=True)
         seconds = time.perf_counter() - started

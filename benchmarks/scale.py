@@ -78,8 +78,8 @@ def timed_backfill(settings: Settings, workers: int, end: datetime) -> dict:
         report = executor.backfill(START, end)
     if not warm.ok or not report.ok:
         raise RuntimeError(f"backfill failed for {report.failed or warm.failed}")
-    rows = sum(o["rows_read"] for o in report.outcomes)
-    used = len({o["worker"] for o in report.outcomes})
+    rows = sum(o.rows_read for o in report.outcomes)
+    used = len(set(report.workers.values()))
     log.info("%d workers (%d used): %d rows in %.2f s = %.0f rows/s", workers, used, rows, report.duration_s, rows / report.duration_s)
     return {"workers": workers, "workers_used": used, "rows": rows, "seconds": round(report.duration_s, 2), "rows_per_s": round(rows / report.duration_s)}
 

@@ -155,15 +155,13 @@ def _executor(args, settings: Settings):
     return DaskExecutor(settings, args.dask_address)
 
 
-def _expose_metrics(args, runner) -> None:
-    """Serve the daemon's Prometheus metrics (`run --interval M --metrics-port P`)."""
+def _expose_metrics(args, executor) -> None:
+    """Serve the daemon's Prometheus metrics (`run --interval M --metrics-port P`), either executor."""
     if args.interval is None:
         raise PipelineError("--metrics-port needs --interval (a one-off run has nothing to scrape)")
-    if getattr(args, "executor", "local") != "local":
-        raise PipelineError("--metrics-port works with the local executor only")
     from scheduler.metrics import expose
 
-    expose(runner, args.metrics_host, args.metrics_port, args.interval)
+    expose(executor, args.metrics_host, args.metrics_port, args.interval)
 
 
 def _run_metrics_settings(args, settings: Settings) -> Settings:
@@ -174,21 +172,19 @@ def _run_metrics_settings(args, settings: Settings) -> Settings:
     return with_section(settings, "metrics", **given) if given else settings
 
 
-def _run_once(args, settings: Settings, runner):
-    """One run; its metrics then pushed or written (`[metrics]`), whatever its outcome."""
+def _run_once(args, settings: Settings, executor):
+    """One run; its metrics then pushed or written (`[metrics]`), whatever its outcome, either executor."""
     config = settings.metrics
     if not (config.pushgateway or config.textfile):
-        return runner.run_once(min_records=args.min_records)
-    if getattr(args, "executor", "local") != "local":
-        raise PipelineError("run metrics (--pushgateway, --metrics-textfile, [metrics]) work with the local executor only")
-    from scheduler.metrics import DaemonMetrics, instrument
+        return executor.run_once(min_records=args.min_records)
+    from scheduler.metrics import DaemonMetrics
     from scheduler.metrics_export import export_run
 
     metrics = DaemonMetrics()
     metrics.run_interval.set(config.run_interval_minutes * 60)
-    instrument(runner, metrics)
+    executor.observers.append(metrics)
     try:
-        report = runner.run_once(min_records=args.min_records)
+        report = executor.run_once(min_records=args.min_records)
     except Exception:
         try:
             export_run(metrics, config, succeeded=False)
@@ -206,12 +202,12 @@ def _run_once(args, settings: Settings, runner):
 
 def cmd_run(args, settings: Settings) -> int:
     settings = _run_metrics_settings(args, settings)
-    with _executor(args, settings) as runner:
+    with _executor(args, settings) as executor:
         if args.metrics_port is not None:
-            _expose_metrics(args, runner)
+            _expose_metrics(args, executor)
         if args.interval is not None:
-            return runner.run_forever(args.interval, args.min_records, args.max_runs)
-        report = _run_once(args, settings, runner)
+            return executor.run_forever(args.interval, args.min_records, args.max_runs)
+        report = _run_once(args, settings, executor)
     if not report.ok:
         raise PipelineError(f"run {report.batch_id} failed for compressor(s): {', '.join(report.failed)}")
     return 0

@@ -18,10 +18,8 @@ import functools
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from distributed import Client, LocalCluster, as_completed, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -29,20 +27,15 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from core.errors import PipelineError
 from core.settings import Settings
 from db.engine import make_engine, safe_url
-from db.schema import build_tables, create_all
-from db.source import check_source_columns, list_compressors
 from models.artifacts import current_version, read_metadata
 from pipeline.batch import BatchOutcome
-from scheduler import lease
-from scheduler.notifier import deliver_after_run
-from scheduler.retry import with_retries
-from scheduler.runner import Runner, StopRequested, new_batch_id
+from scheduler.executor import Executor, Job, RunReport
+from scheduler.runner import Runner
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TASK_RETRIES = 2
 WORKER_WAIT_S = 60.0
-_TOTALS = ("rows_read", "windows_scored", "anomaly_points", "triggered_events")
 
 
 def connect(address: str) -> tuple[Client, contextlib.ExitStack]:
@@ -108,77 +101,41 @@ class ModelPlugin(WorkerPlugin):
             self.runner = None
 
 
-def outcome_dict(outcome: BatchOutcome, worker: str) -> dict[str, Any]:
-    """A BatchOutcome as plain values for the client."""
-    return {
-        "compressor_id": outcome.compressor_id,
-        "mode": outcome.mode,
-        "status": outcome.status,
-        **{k: getattr(outcome, k) for k in (*_TOTALS, "rows_rejected", "gaps")},
-        "reasons": dict(outcome.reasons),
-        "range_start": outcome.range_start.isoformat() if outcome.range_start else None,
-        "range_end": outcome.range_end.isoformat() if outcome.range_end else None,
-        "model_version": outcome.model_version,
-        "message": outcome.message,
-        "alerts": [(when.isoformat(), signals) for when, signals in outcome.alerts],
-        "duration_s": round(outcome.duration_s, 4),
-        "log_line": outcome.log_line(),
-        "worker": worker,
-    }
+@dataclass
+class TaskResult:
+    """A task's answer: the batch outcome (None: another scheduler holds the lease), the worker ("" when the
+    task never returned), the batch's duration there."""
+
+    outcome: BatchOutcome | None
+    worker: str
+    duration_s: float
 
 
-def _not_scored(cid: str, mode: str, status: str, message: str, worker: str) -> dict[str, Any]:
-    outcome = BatchOutcome(cid, mode, status=status, message=message)
-    return outcome_dict(outcome, worker)
-
-
-def score_compressor(plugin_name: str, cid: str, batch_id: str, job: dict[str, Any]) -> dict[str, Any]:
-    """Task body: one compressor through the worker's Runner; PipelineErrors come back as a failed outcome."""
+def score_compressor(plugin_name: str, cid: str, batch_id: str, job: Job) -> TaskResult:
+    """Task body: one compressor through the worker's Runner; a PipelineError comes back as a failed outcome."""
     worker = get_worker()
     plugin = worker.plugins.get(plugin_name)
     runner = getattr(plugin, "runner", None)
     if runner is None:
         raise PipelineError(f"worker {worker.address} has no model loaded for this run ({plugin_name})")
-    mode = job["mode"]
     try:
-        if mode == "live":
-            outcome = runner.live_one(cid, batch_id, job["min_records"])
-        else:
-            outcome = runner.backfill_one(cid, batch_id, job["start"], job["end"], job["advance_checkpoint"])
+        outcome = runner.one(cid, batch_id, job)
     except PipelineError as exc:
-        return _not_scored(cid, mode, "failed", str(exc).splitlines()[0][:500], worker.address)
-    if outcome is None:
-        return _not_scored(cid, mode, "leased", "leased by another scheduler, skipped this run", worker.address)
-    return outcome_dict(outcome, worker.address)
+        outcome = BatchOutcome(cid, job.mode, status="failed", message=str(exc).splitlines()[0][:500])
+    return TaskResult(outcome, worker.address, outcome.duration_s if outcome else 0.0)
 
 
-@dataclass
-class DaskReport:
-    """Outcome of one run over the fleet on a Dask cluster."""
-
-    batch_id: str
-    outcomes: list[dict[str, Any]] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    duration_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-class DaskExecutor:
-    """Spreads run_once/backfill over a Dask cluster; use as a context manager."""
+class DaskExecutor(Executor):
+    """Spreads the compressors of a run over a Dask cluster, one task each; use as a context manager."""
 
     def __init__(self, settings: Settings, address: str, retries: int = DEFAULT_TASK_RETRIES) -> None:
-        self.settings = settings.replace(model_dir=Path(settings.model_dir).resolve())
+        settings = settings.replace(model_dir=Path(settings.model_dir).resolve())
+        super().__init__(settings, make_engine(settings.db_url))
         self.address = address
         self.retries = retries
-        self.owner = lease.make_owner_id()
         self.plugin_name = f"compressor-ad-{self.owner}"
-        self.tables = build_tables(self.settings)
-        self.engine = make_engine(self.settings.db_url)
         self.version: str | None = None
-        self.stop = StopRequested()
+        self.detector: str | None = None
         self.client: Client | None = None
         self._closing = contextlib.ExitStack()
 
@@ -194,116 +151,62 @@ class DaskExecutor:
         self._closing.close()
         self.engine.dispose()
 
-    def _retry(self, action, what: str):
-        cfg = self.settings.scheduler
-        return with_retries(action, cfg.retry_attempts, cfg.retry_base_delay_s, what)
-
-    def prepare(self) -> None:
-        """Create missing result tables, check the source table, pin the promoted version on every worker."""
-
-        def setup():
-            create_all(self.engine, self.tables, include_source=False)
-            with self.engine.connect() as conn:
-                check_source_columns(conn, self.tables, self.settings)
-
-        self._retry(setup, "preparing the database")
+    def _prepare_model(self, mode: str) -> None:
+        """Pin the promoted version on every worker (once per executor, whatever the mode)."""
         if self.version is not None:
             return
         version = current_version(self.settings.model_dir)
         metadata = read_metadata(self.settings.model_dir, version)
         started = time.perf_counter()
         self.client.register_plugin(ModelPlugin(self.settings, version, self.owner), name=self.plugin_name)
-        self.version = version
+        self.version, self.detector = version, metadata["detector"]
         log.info("model %s (%s, %d compressors) loaded on every worker in %.2f s", version, metadata["detector"], len(metadata["compressors"]), time.perf_counter() - started)
 
-    def compressors(self, only: list[str] | None = None) -> list[str]:
-        if only:
-            return only
+    def model_info(self) -> dict[str, str] | None:
+        return {"version": self.version, "detector": self.detector} if self.version else None
 
-        def fetch():
-            with self.engine.connect() as conn:
-                return list_compressors(conn, self.tables, self.settings)
-
-        return self._retry(fetch, "listing compressors")
-
-    def _run(self, job: dict[str, Any], only: list[str] | None) -> DaskReport:
-        started = time.perf_counter()
-        mode = job["mode"]
-        report = DaskReport(new_batch_id())
-        self.prepare()
-        compressors = self.compressors(only)
+    def _execute(self, job: Job, compressors: list[str], report: RunReport) -> None:
+        """One task per compressor, results taken as they complete; a stop request cancels the unfinished ones."""
         workers = len(self.client.scheduler_info(n_workers=-1)["workers"])
-        log.info("%s run %s: %d compressors on %s, model %s, %d Dask workers", mode, report.batch_id, len(compressors), safe_url(self.engine.url), self.version, workers)
-        keys = {f"{mode}-{report.batch_id}-{cid}": cid for cid in compressors}
+        log.info("%s run %s: %d compressors on %s, model %s, %d Dask workers", job.mode, report.batch_id, len(compressors), safe_url(self.engine.url), self.version, workers)
+        keys = {f"{job.mode}-{report.batch_id}-{cid}": cid for cid in compressors}
         pending = as_completed(
             self.client.submit(score_compressor, self.plugin_name, cid, report.batch_id, job, key=key, retries=self.retries, pure=False)
             for key, cid in keys.items()
         )
-        results: dict[str, dict[str, Any]] = {}
+        outcomes: dict[str, BatchOutcome] = {}
         for future in pending:
             cid = keys[future.key]
             try:
-                result = future.result()
+                result: TaskResult = future.result()
             except Exception as exc:  # noqa: BLE001 - any task error ends as this compressor's failure
-                result = _not_scored(cid, mode, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500], "?")
+                message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+                result = TaskResult(BatchOutcome(cid, job.mode, status="failed", message=message), "", 0.0)
             # Released at once: a result Dask still holds would be recomputed if its worker died later.
             future.release()
-            self._log(result)
-            results[cid] = result
+            if result.outcome is None:
+                log.info("compressor %s [%s] leased by another scheduler: skipped this run (on %s)", cid, job.mode, result.worker)
+            else:
+                outcomes[cid] = self._received(result, report.batch_id)
+                report.workers[cid] = result.worker
             if self.stop and pending.count():
                 log.info("stop requested: cancelling %d compressors not finished in this run", pending.count())
                 pending.clear()
                 break
         for cid in compressors:
-            result = results.get(cid)
-            if result is None or result["status"] == "leased":
+            outcome = outcomes.get(cid)
+            if outcome is None:
                 continue
-            if result["status"] == "failed":
+            if outcome.status == "failed":
                 report.failed.append(cid)
             else:
-                report.outcomes.append(result)
-        report.duration_s = time.perf_counter() - started
-        totals = {k: sum(o[k] for o in report.outcomes) for k in _TOTALS}
-        log.info(
-            "%s run %s finished in %.2f s: %d compressors, %s, %d failed",
-            mode, report.batch_id, report.duration_s, len(report.outcomes),
-            " ".join(f"{k}={v}" for k, v in totals.items()), len(report.failed),
-        )
-        deliver_after_run(self.engine, self.tables, self.settings)
-        return report
+                report.outcomes.append(outcome)
 
-    @staticmethod
-    def _log(result: dict[str, Any]) -> None:
-        line = f"{result['log_line']} on {result['worker']}"
-        if result["status"] == "failed":
-            log.error(line)
-        else:
-            log.info(line)
-        for when, signals in result["alerts"]:
-            log.warning("ALERT compressor %s at %s: top signals %s", result["compressor_id"], when, signals)
-
-    def run_once(self, only: list[str] | None = None, min_records: int | None = None) -> DaskReport:
-        """Score every compressor's new rows since its checkpoint, one Dask task per compressor."""
-        return self._run({"mode": "live", "min_records": min_records}, only)
-
-    def backfill(self, start: datetime, end: datetime, only: list[str] | None = None, advance_checkpoint: bool = False) -> DaskReport:
-        """(Re)score a date range for every compressor, one Dask task per compressor; idempotent."""
-        if end < start:
-            raise PipelineError(f"backfill end {end} is before its start {start}")
-        return self._run({"mode": "backfill", "start": start, "end": end, "advance_checkpoint": advance_checkpoint}, only)
-
-    def run_forever(self, interval_minutes: float, min_records: int | None = None, max_runs: int | None = None) -> int:
-        """Run now and then `interval_minutes` after each run ends, until SIGTERM/SIGINT; returns an exit code."""
-        self.stop.install()
-        runs = failed = 0
-        while not self.stop and (max_runs is None or runs < max_runs):
-            try:
-                failed += 0 if self.run_once(min_records=min_records).ok else 1
-            except PipelineError as exc:
-                failed += 1
-                log.error("run failed: %s", exc)
-            runs += 1
-            if max_runs is None or runs < max_runs:
-                self.stop.wait(interval_minutes * 60)
-        log.info("daemon stopped after %d runs (%d with failures)", runs, failed)
-        return 0
+    def _received(self, result: TaskResult, batch_id: str) -> BatchOutcome:
+        """A worker's outcome on this process: its duration kept (perf_counter differs between hosts), logged, observed."""
+        outcome = result.outcome
+        outcome.started = time.perf_counter() - result.duration_s
+        self._batch_done(outcome, batch_id, f" on {result.worker}" if result.worker else "")
+        for when, signals in outcome.alerts:
+            log.warning("ALERT compressor %s at %s: top signals %s", outcome.compressor_id, when, signals)
+        return outcome

@@ -1,9 +1,9 @@
 """Prometheus metrics of the scheduler: served by the daemon (`run --interval M --metrics-port P`),
 pushed or written to a textfile by `run --once` (scheduler/metrics_export.py).
 
-Every batch is counted through the Runner's `on_batch` hook, every run by wrapping `run_once`;
-after each run the checkpoint lag and the open alert episode of every compressor are read from
-the database. Each `DaemonMetrics` has its own registry, so several can live in one process (tests).
+`DaemonMetrics` is a RunObserver of an executor (local or Dask): it counts every batch and every
+run; after each run the checkpoint lag and the open alert episode of every compressor are read
+from the database. Each `DaemonMetrics` has its own registry, so several can live in one process (tests).
 The alert rules in deploy/prometheus/rules.yml use only these names.
 """
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
@@ -21,17 +20,16 @@ from core.errors import PipelineError
 from db.alerts import pending_counts
 from db.results import read_checkpoints
 from models.alarms import AlarmState
-
-if TYPE_CHECKING:
-    from pipeline.batch import BatchOutcome
+from pipeline.batch import BatchOutcome
+from scheduler.executor import Executor, RunObserver, RunReport
 
 log = logging.getLogger(__name__)
 
 RUN_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 
 
-class DaemonMetrics:
-    """The daemon's metric families, registered in one CollectorRegistry."""
+class DaemonMetrics(RunObserver):
+    """The daemon's metric families, registered in one CollectorRegistry, set from the runs it observes."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -61,18 +59,41 @@ class DaemonMetrics:
         )
         self.model = Info("compressor_ad_model", "Model version in use", registry=r)
 
-    def observe_batch(self, outcome: BatchOutcome) -> None:
-        """Count one compressor's batch (the Runner's on_batch hook)."""
+    def on_run_started(self, executor: Executor, mode: str) -> None:
+        self.runs_started.inc()
+
+    def on_batch(self, outcome: BatchOutcome) -> None:
+        """Count one compressor's batch by status; a failed one adds no rows, windows or alerts."""
         cid = outcome.compressor_id
         self.batches.labels(cid, outcome.status).inc()
+        if outcome.status == "failed":
+            return
         self.rows_read.labels(cid).inc(outcome.rows_read)
         self.windows_scored.labels(cid).inc(outcome.windows_scored)
         self.anomaly_points.labels(cid).inc(outcome.anomaly_points)
         self.alerts.labels(cid).inc(outcome.triggered_events)
 
-    def observe_model(self, bundle) -> None:
-        if bundle is not None:
-            self.model.info({"version": bundle.version, "detector": bundle.detector.name})
+    def on_run(self, executor: Executor, report: RunReport) -> None:
+        """The run's duration and outcome; the checkpoints are read first, so a scrape that sees the run sees them.
+        Checkpoints that cannot be read (database gone, a value that is no timestamp) leave those gauges as they were."""
+        self.run_duration.observe(report.duration_s)
+        self.observe_model(executor.model_info())
+        try:
+            self.observe_checkpoints(executor.engine, executor.tables, executor.settings)
+        except (sa.exc.SQLAlchemyError, ValueError) as exc:
+            log.warning("metrics: could not read checkpoint lag: %s", str(exc).splitlines()[0])
+        (self.runs_succeeded if report.ok else self.runs_failed).inc()
+        self.observe_run(report.ok)
+
+    def on_run_failed(self, executor: Executor, mode: str, exc: BaseException, duration_s: float) -> None:
+        self.run_duration.observe(duration_s)
+        self.observe_model(executor.model_info())
+        self.runs_failed.inc()
+        self.observe_run(False)
+
+    def observe_model(self, info: dict[str, str] | None) -> None:
+        if info is not None:
+            self.model.info(info)
 
     def observe_run(self, succeeded: bool) -> None:
         ended = time.time()
@@ -100,47 +121,11 @@ class DaemonMetrics:
                     self.checkpoint_lag.labels(cid).set(max(0.0, (latest - checkpoint.last_timestamp).total_seconds()))
 
 
-def instrument(runner, metrics: DaemonMetrics) -> None:
-    """Count the runner's batches (on_batch) and runs (a wrapper around its run_once)."""
-    previous_hook = runner.on_batch
-    run_once = runner.run_once
-
-    def on_batch(outcome: BatchOutcome) -> None:
-        metrics.observe_batch(outcome)
-        if previous_hook:
-            previous_hook(outcome)
-
-    def instrumented_run_once(*args, **kwargs):
-        metrics.runs_started.inc()
-        started = time.perf_counter()
-        try:
-            report = run_once(*args, **kwargs)
-        except Exception:
-            metrics.runs_failed.inc()
-            metrics.observe_run(False)
-            raise
-        finally:
-            metrics.run_duration.observe(time.perf_counter() - started)
-            metrics.observe_model(runner.bundle)
-        for cid in report.failed:
-            metrics.batches.labels(cid, "failed").inc()
-        try:  # before the run is counted: a scrape that sees the run sees its checkpoints
-            metrics.observe_checkpoints(runner.engine, runner.tables, runner.settings)
-        except sa.exc.SQLAlchemyError as exc:
-            log.warning("metrics: could not read checkpoint lag: %s", str(exc).splitlines()[0])
-        (metrics.runs_succeeded if report.ok else metrics.runs_failed).inc()
-        metrics.observe_run(report.ok)
-        return report
-
-    runner.on_batch = on_batch
-    runner.run_once = instrumented_run_once
-
-
-def expose(runner, host: str, port: int, interval_minutes: float) -> DaemonMetrics:
-    """Instrument the runner and serve its metrics at http://host:port/metrics (a daemon thread)."""
+def expose(executor: Executor, host: str, port: int, interval_minutes: float) -> DaemonMetrics:
+    """Observe the executor's runs and serve their metrics at http://host:port/metrics (a daemon thread)."""
     metrics = DaemonMetrics()
     metrics.run_interval.set(interval_minutes * 60)
-    instrument(runner, metrics)
+    executor.observers.append(metrics)
     try:
         start_http_server(port, addr=host, registry=metrics.registry)
     except OSError as exc:

@@ -221,8 +221,8 @@ def test_a_worker_killed_mid_transaction_leaves_no_duplicates_and_complete_resul
         cluster.run(restore)
     killed = sorted(p.name.split("-", 1)[1] for p in markers.iterdir())
     assert len(killed) == 1, f"expected one worker to die, markers: {killed}"
-    assert report.ok and sorted(o["compressor_id"] for o in report.outcomes) == [f"C0{i}" for i in range(1, 7)]
-    assert all(o["status"] == "ok" for o in report.outcomes)
+    assert report.ok and sorted(o.compressor_id for o in report.outcomes) == [f"C0{i}" for i in range(1, 7)]
+    assert all(o.status == "ok" for o in report.outcomes)
     got, expected = snapshot(target), snapshot(reference)
     assert set(killed) <= set(got["lstm_predictions_detailed"]["compressor_id"])
     # The summary logs executions: should a worker die after committing a compressor but before the

@@ -1,5 +1,5 @@
-"""Daemon metrics: the real `run --interval --metrics-port` process scraped over HTTP, and the
-instrumented Runner in-process (counters equal to what the run wrote to the database)."""
+"""Daemon metrics: the real `run --interval --metrics-port` process scraped over HTTP, and a Runner
+observed in-process (counters equal to what the run wrote to the database)."""
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from db.engine import make_engine
-from scheduler.metrics import DaemonMetrics, instrument
+from scheduler.metrics import DaemonMetrics
 from scheduler.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,12 +105,12 @@ def test_daemon_serves_metrics_and_stops_on_sigterm(trained_fleet, tmp_path):
         assert value(found, "compressor_ad_checkpoint_age_seconds", compressor_id=cid) > 0
 
 
-def test_instrumented_runner_counts_what_it_wrote(trained_fleet, tmp_path):
+def test_observed_runner_counts_what_it_wrote(trained_fleet, tmp_path):
     settings = copy_fleet(trained_fleet, tmp_path)
     engine = make_engine(settings.db_url)
     runner = Runner(settings, engine, trained_fleet["bundle"])
     metrics = DaemonMetrics()
-    instrument(runner, metrics)
+    runner.observers.append(metrics)
 
     report = runner.run_once()
     second = runner.run_once()
@@ -146,7 +146,7 @@ def test_failed_runs_are_counted(trained_fleet, tmp_path):
     settings = copy_fleet(trained_fleet, tmp_path).replace(model_dir=tmp_path / "no-models")
     runner = Runner(settings, make_engine(settings.db_url))
     metrics = DaemonMetrics()
-    instrument(runner, metrics)
+    runner.observers.append(metrics)
     with pytest.raises(Exception, match="no model promoted"):
         runner.run_once()
     found = samples_of(metrics)
