@@ -10,27 +10,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from distributed import Client, LocalCluster
-from prometheus_client.parser import text_string_to_metric_families
 from test_dask import _with_db, assert_same_results, snapshot
-from test_metrics_endpoint import free_port, value, windows_in_db
+from test_metrics_endpoint import free_port, samples, scrape_until_a_run_succeeded, value, windows_in_db
 
 from conftest import tiny_settings
 from core.settings import with_section
 from db.engine import make_engine
 from db.schema import build_tables, create_all
 from db.source import write_telemetry
-from models.artifacts import promote, save_bundle
-from models.training import train_bundle
 from pipeline.batch import BatchOutcome
-from pipeline.training_data import load_normal_windows
+from pipeline.publish import train_and_publish
 from scheduler.dask_executor import DaskExecutor
 from scheduler.executor import RunObserver, RunReport
 from scheduler.metrics import DaemonMetrics
@@ -54,10 +49,8 @@ def fleet(tmp_path_factory):
     engine, tables = make_engine(settings.db_url), build_tables(settings)
     create_all(engine, tables)
     write_telemetry(engine, tables, telemetry)
-    bundle = train_bundle(load_normal_windows(engine, tables, settings, START, TRAIN_END), settings, (START.isoformat(), TRAIN_END.isoformat()))
+    bundle = train_and_publish(engine, tables, settings, START, TRAIN_END)
     engine.dispose()
-    save_bundle(bundle, settings.model_dir)
-    promote(settings.model_dir, bundle.version)
     return {"settings": settings, "telemetry": telemetry, "bundle": bundle}
 
 
@@ -230,17 +223,13 @@ def cli(settings, *args: str) -> list[str]:
 CLI_ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("COMPRESSOR_AD_")}, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def scraped(text: str) -> list:
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-
 def test_run_once_on_dask_writes_the_metrics_textfile(fleet, cluster, tmp_path):
     settings = fresh_db(fleet, tmp_path / "fleet.sqlite")
     textfile = tmp_path / "compressor_ad.prom"
     command = cli(settings, "run", "--once", "--metrics-textfile", str(textfile), "--executor", "dask", "--dask-address", cluster.scheduler.address)
     done = subprocess.run(command, cwd=ROOT, env=CLI_ENV, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    found = scraped(textfile.read_text(encoding="utf-8"))
+    found = samples(textfile.read_text(encoding="utf-8"))
     assert value(found, "compressor_ad_runs_succeeded_total") == 1 and value(found, "compressor_ad_last_run_success") == 1
     assert value(found, "compressor_ad_model_info", version=fleet["bundle"].version, detector="iforest") == 1
     written = windows_in_db(settings)
@@ -259,14 +248,7 @@ def test_the_dask_daemon_serves_metrics_and_stops_on_sigterm(fleet, cluster, tmp
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(command, cwd=ROOT, env=CLI_ENV, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        found: list = []
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(httpx.TransportError):
-                found = scraped(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
-                if (value(found, "compressor_ad_runs_succeeded_total") or 0) >= 1:
-                    break
-            time.sleep(0.5)
+        found = scrape_until_a_run_succeeded(port, proc, 240)
         assert value(found, "compressor_ad_runs_succeeded_total") == 1, log_path.read_text(errors="replace")[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -35,6 +35,19 @@ def samples(text: str) -> list:
     return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
 
+def scrape_until_a_run_succeeded(port: int, proc: subprocess.Popen, seconds: float) -> list:
+    """The daemon's samples once it reports a successful run (the last scrape when it exits or time runs out)."""
+    found: list = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(httpx.TransportError):
+            found = samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+            if (value(found, "compressor_ad_runs_succeeded_total") or 0) >= 1:
+                break
+        time.sleep(0.5)
+    return found
+
+
 def value(found: list, name: str, **labels) -> float | None:
     for sample in found:
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
@@ -72,14 +85,7 @@ def test_daemon_serves_metrics_and_stops_on_sigterm(trained_fleet, tmp_path):
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(command, cwd=ROOT, env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        found: list = []
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(httpx.TransportError):
-                found = samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
-                if (value(found, "compressor_ad_runs_succeeded_total") or 0) >= 1:
-                    break
-            time.sleep(0.5)
+        found = scrape_until_a_run_succeeded(port, proc, 300)
         assert proc.poll() is None, log_path.read_text(errors="replace")[-2000:]
         assert value(found, "compressor_ad_runs_succeeded_total") >= 1, log_path.read_text(errors="replace")[-2000:]
     finally:
