@@ -16,7 +16,8 @@ import httpx
 import pytest
 import yaml
 from prometheus_tools import require
-from test_metrics_endpoint import copy_fleet, free_port
+from ports import free_port
+from test_metrics_endpoint import copy_fleet
 from test_run_metrics import cli
 
 ROOT = Path(__file__).resolve().parents[1]

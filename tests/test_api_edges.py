@@ -14,7 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from test_service import ROOT, as_json, clean_env, free_port, wait_healthy
+from ports import free_port
+from test_service import ROOT, as_json, clean_env, wait_healthy
 
 KEY = secrets.token_urlsafe(24)
 

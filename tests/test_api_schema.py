@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from test_api_edges import KEY
-from test_service import ROOT, clean_env, free_port, wait_healthy
+from ports import free_port
+from test_service import ROOT, clean_env, wait_healthy
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ import pytest
 import sqlalchemy as sa
 from distributed import Client, LocalCluster
 from test_dask import _with_db, assert_same_results, snapshot
-from test_metrics_endpoint import free_port, samples, scrape_until_a_run_succeeded, value, windows_in_db
+from ports import free_port
+from test_metrics_endpoint import samples, scrape_until_a_run_succeeded, value, windows_in_db
 
 from conftest import tiny_settings
 from core.settings import with_section

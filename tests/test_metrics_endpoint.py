@@ -21,14 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from db.engine import make_engine
 from scheduler.metrics import DaemonMetrics
 from scheduler.runner import Runner
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def samples(text: str) -> list:

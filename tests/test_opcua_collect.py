@@ -26,6 +26,7 @@ from db.engine import make_engine
 from db.schema import build_tables
 from tests.db_servers import database, require_server
 from tests.scheduler_harness import ROOT, scheduler_env
+from tests.ports import free_port
 
 STEP_S = 0.4
 POLL_S = 0.1
@@ -46,14 +47,6 @@ def pki(tmp_path_factory):
     (d / "password").write_text("s3cret-plant\n")
     (d / "wrong").write_text("guess\n")
     return d
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(path: Path, pki: Path, port: int, **opcua) -> Path:

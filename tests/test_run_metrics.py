@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
-from test_metrics_endpoint import copy_fleet, free_port, value, windows_in_db
+from ports import free_port
+from test_metrics_endpoint import copy_fleet, value, windows_in_db
 
 from core.errors import PipelineError
 from core.settings import MetricsSettings

@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,18 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from core.errors import PipelineError
 from service.auth import key_matches, load_api_key, presented_key
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = secrets.token_urlsafe(24)
 CID = "C01"
 MAX_WINDOWS = 8
 MAX_BODY = 1_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
