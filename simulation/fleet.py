@@ -114,12 +114,18 @@ _SENSOR_TARGETS = {
     "sensor_spike": DEFAULT_FEATURES,
 }
 _EVENT_SIZE = (6.0, 10.0)  # k, in residual standard deviations
+DETECTABLE_SD = 2.0  # events' `detectable_from`: the first sample the fault has moved a signal this many residual SDs
 _SPIKE_SIZE = (6.0, 12.0)
 
 
 @dataclass(frozen=True)
 class SimulatedFleet:
-    """Telemetry (one row per compressor and sample) and the labelled fault events."""
+    """Telemetry (one row per compressor and sample) and the labelled fault events.
+
+    `events`: compressor_id, fault_type, start, end (inclusive) and detectable_from, the first
+    sample at which the fault has moved some signal by DETECTABLE_SD residual SDs (NaT if it
+    never does): with gradual onsets, no detector can be expected to alarm much before it.
+    """
 
     telemetry: pd.DataFrame
     events: pd.DataFrame
@@ -192,7 +198,7 @@ def simulate_fleet(
         for f in features:
             columns[f].append(values[f])
         labels.append(label)
-        events += [(cid, ftype, timestamps[s], timestamps[e]) for ftype, s, e in unit_events]
+        events += [(cid, ftype, timestamps[s], timestamps[e], timestamps[d] if d <= e else None) for ftype, s, e, d in unit_events]
 
     telemetry = pd.DataFrame(
         {
@@ -209,6 +215,7 @@ def simulate_fleet(
             "fault_type": pd.Series([e[1] for e in events], dtype=str),
             "start": pd.Series(np.array([e[2] for e in events], dtype="datetime64[ns]")),
             "end": pd.Series(np.array([e[3] for e in events], dtype="datetime64[ns]")),
+            "detectable_from": pd.Series(np.array([e[4] or np.datetime64("NaT") for e in events], dtype="datetime64[ns]")),
         }
     )
     return SimulatedFleet(telemetry=telemetry, events=event_frame)
@@ -226,8 +233,8 @@ def _simulate_compressor(
     period_rng: np.random.Generator | None = None,
     age_days: float = 0.0,
     load_range: tuple[float, float] = (0.6, 1.0),
-) -> tuple[dict[str, np.ndarray], np.ndarray, list[tuple[str, int, int]]]:
-    """One unit: normal operation plus faults. Returns signals, labels and (type, start, end) rows.
+) -> tuple[dict[str, np.ndarray], np.ndarray, list[tuple[str, int, int, int]]]:
+    """One unit: normal operation plus faults. Returns signals, labels and (type, start, end, detectable from) rows.
 
     The unit's own properties come from `rng`; the period (load, noise, faults) from `period_rng`
     when given, else from `rng` in the original draw order (same seed, same frames).
@@ -256,11 +263,22 @@ def _simulate_compressor(
             values[s] += _AGEING[s] * rate * residual_sd[s] * days_elapsed
 
     label = np.zeros(n, dtype=np.int64)
-    schedule = _schedule_faults(draw, n, dt, first_fault, fault_types)
-    for ftype, s, e in schedule:
+    events = []
+    for ftype, s, e in _schedule_faults(draw, n, dt, first_fault, fault_types):
+        before = {signal: trace[s : e + 1].copy() for signal, trace in values.items()}
         _apply_fault(draw, values, residual_sd, ftype, s, e, t_s, features)
         label[s : e + 1] = 1
-    return values, label, schedule
+        events.append((ftype, s, e, s + _first_row_at(values, before, residual_sd, s, e, DETECTABLE_SD)))
+    return values, label, events
+
+
+def _first_row_at(values: dict[str, np.ndarray], before: dict[str, np.ndarray], residual_sd: dict[str, float], s: int, e: int, size_sd: float) -> int:
+    """Offset of the first row of s..e where the fault has moved some signal by `size_sd` residual SDs
+    (e - s + 1 if it never does)."""
+    moved = np.zeros(e - s + 1, dtype=bool)
+    for signal, old in before.items():
+        moved |= np.abs(values[signal][s : e + 1] - old) >= size_sd * residual_sd[signal]
+    return int(np.argmax(moved)) if moved.any() else e - s + 1
 
 
 def _normal_operation(

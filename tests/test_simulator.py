@@ -66,7 +66,7 @@ def test_columns_dtypes_and_order(fleet):
     for _, unit, _ in _by_compressor(fleet):
         assert unit.timestamp.iloc[0] == pd.Timestamp(START)
         assert (unit.timestamp.diff().dropna() == pd.Timedelta(seconds=30)).all()
-    assert list(fleet.events.columns) == ["compressor_id", "fault_type", "start", "end"]
+    assert list(fleet.events.columns) == ["compressor_id", "fault_type", "start", "end", "detectable_from"]
     assert fleet.events["start"].dtype == np.dtype("datetime64[ns]")
     assert set(fleet.events.fault_type) <= set(FAULT_TYPES)
 
@@ -110,6 +110,24 @@ def test_labels_match_events_exactly(long_fleet):
         for event in events.itertuples():
             expected[_rows(unit, event)] = 1
         np.testing.assert_array_equal(unit.label.to_numpy(), expected)
+
+
+def test_detectable_from_is_where_a_gradual_fault_has_grown_to_two_residual_sds(long_fleet):
+    events = long_fleet.events
+    inside = (events.detectable_from >= events.start) & (events.detectable_from <= events.end)
+    assert (inside | events.detectable_from.isna()).all()
+    gradual = events[events.fault_type.isin(["seal_degradation", "filter_clogging", "fouling", "sensor_drift"])]
+    lag = gradual.detectable_from - gradual.start
+    assert gradual.detectable_from.notna().all()  # sizes are 6-10 SDs: every such fault gets there
+    assert (lag > pd.Timedelta(0)).mean() > 0.9  # they start smaller than 2 SDs
+    assert (lag < gradual.end - gradual.start).all()
+    for cid, unit, unit_events in _by_compressor(long_fleet):
+        for event in unit_events[unit_events.fault_type == "filter_clogging"].itertuples():
+            rows = _rows(unit, event)
+            z = _load_adjusted_z(unit, "filter_dp")[rows]
+            at = int(np.argmax(unit.timestamp[rows].to_numpy() >= np.datetime64(event.detectable_from)))
+            # the shift grows: in the quarter hour after `detectable_from` filter_dp sits higher than in the quarter hour from the start
+            assert z[at : at + 30].mean() > z[:30].mean()
 
 
 def test_event_durations_spacing_and_rate(long_fleet):
