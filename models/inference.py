@@ -1,9 +1,10 @@
 """Fast inference: each window goes through the shared encoder and only its own decoder head.
 
-The routed Keras model computes every head for every window. Here the weights are read out of
-that model once and an XLA-compiled function evaluates encoder + one head on fixed-size
-batches (the last one padded, so nothing is retraced). It returns per-feature squared errors
-directly, so the full reconstruction never leaves the compiled function.
+The routed Keras model computes every head for every window. Here the network's weights
+(models/weights.py: read from the version's weights file, or out of a Keras model) and an
+XLA-compiled function evaluate encoder + one head on fixed-size batches (the last one padded,
+so nothing is retraced). It returns per-feature squared errors directly, so the full
+reconstruction never leaves the compiled function.
 
 Batches of 512 windows keep an LSTM layer's states in the core's cache; `workers` threads run
 batches side by side (XLA releases the GIL), which on a small CPU beats splitting each small
@@ -25,7 +26,7 @@ import tensorflow as tf
 
 from core.threads import available_cpus
 from core.tf_startup import runtime_output_to_log
-from models.autoencoder import head_layer_names, n_heads_of
+from models.weights import NetworkWeights
 
 DEFAULT_BATCH = 512
 ROLLED_UP_TO = 8192
@@ -87,7 +88,7 @@ def _make_error_function(steps: int, nonlinearities=LSTM_NONLINEARITIES, rolled:
     """
     lstm = _rolled if rolled else _unrolled
 
-    @tf.function(jit_compile=True, reduce_retracing=True)
+    @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)  # no tensor-dependent Python control flow to convert
     def feature_errors(windows, mean, std, encoder, head):
         (k1, r1, b1), (k2, r2, b2), (kc, bc) = encoder
         (k3, r3, b3), (k4, r4, b4), (ko, bo) = head
@@ -110,20 +111,14 @@ class HeadwiseReconstructor:
     """Per-feature reconstruction errors computed with the needed decoder head only."""
 
     def __init__(
-        self, model, batch_size: int = DEFAULT_BATCH, workers: int | None = None, nonlinearities=LSTM_NONLINEARITIES
+        self, weights: NetworkWeights, batch_size: int = DEFAULT_BATCH, workers: int | None = None, nonlinearities=LSTM_NONLINEARITIES
     ) -> None:
-        _, self.steps, self.n_features = model.input[0].shape
+        self.steps, self.n_features = weights.steps, weights.n_features
         self.batch_size = int(batch_size)
         self.workers = int(workers or available_cpus())
-        self.n_heads = n_heads_of(model)
-        self._encoder = tuple(
-            tuple(tf.constant(w) for w in model.get_layer(name).get_weights())
-            for name in ("encoder_lstm_1", "encoder_lstm_2", "encoder_code")
-        )
-        self._heads = [
-            tuple(tuple(tf.constant(w) for w in model.get_layer(name).get_weights()) for name in head_layer_names(h)[1:])
-            for h in range(self.n_heads)
-        ]
+        self.n_heads = len(weights.heads)
+        self._encoder = tuple(tuple(tf.constant(w) for w in layer) for layer in weights.encoder)
+        self._heads = [tuple(tuple(tf.constant(w) for w in layer) for layer in head) for head in weights.heads]
         self._nonlinearities = nonlinearities
         self._functions: dict[bool, object] = {}  # rolled -> compiled function
         self._compile_lock = threading.Lock()
