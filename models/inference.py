@@ -13,8 +13,9 @@ matrix product across cores (core/threads.py turns that split off in processes t
 Two graphs compute the same numbers: the 30 steps unrolled (fastest, but the first call of a
 process traces and compiles ~120 LSTM steps) and a loop over the steps (about a tenth of the
 compile time, about half the speed). Calls of up to ROLLED_UP_TO windows (an hourly run) use the
-loop, larger ones (a backfill) the unrolled graph; each is compiled on its first use, or loaded
-from the persistent cache of models/compile_cache.py.
+loop, on batches of at most ROLLED_BATCH windows (an hour of one compressor pads to 128 windows,
+not 512, at the same speed per window); larger ones (a backfill) the unrolled graph. Each is
+compiled on its first use, or loaded from the persistent cache of models/compile_cache.py.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from models.weights import NetworkWeights
 
 DEFAULT_BATCH = 512
 ROLLED_UP_TO = 8192
+ROLLED_BATCH = 128
 
 
 LSTM_NONLINEARITIES = (tf.sigmoid, tf.tanh)
@@ -115,6 +117,7 @@ class HeadwiseReconstructor:
     ) -> None:
         self.steps, self.n_features = weights.steps, weights.n_features
         self.batch_size = int(batch_size)
+        self._batch = {True: min(self.batch_size, ROLLED_BATCH), False: self.batch_size}  # rolled -> padded batch
         self.workers = int(workers or available_cpus())
         self.n_heads = len(weights.heads)
         self._encoder = tuple(tuple(tf.constant(w) for w in layer) for layer in weights.encoder)
@@ -131,7 +134,7 @@ class HeadwiseReconstructor:
         with self._compile_lock:
             if rolled not in self._functions:
                 function = _make_error_function(self.steps, self._nonlinearities, rolled)
-                zeros = np.zeros((self.batch_size, self.steps, self.n_features), np.float32)
+                zeros = np.zeros((self._batch[rolled], self.steps, self.n_features), np.float32)
                 with runtime_output_to_log():
                     function(zeros, zeros[0, 0], zeros[0, 0] + 1, self._encoder, self._heads[0])
                 self._functions[rolled] = function
@@ -155,14 +158,16 @@ class HeadwiseReconstructor:
         std = np.ones(self.n_features, np.float32) if std is None else np.asarray(std, np.float32)
         n = len(windows)
         out = np.empty((n, self.n_features), dtype=np.float32)
-        starts = range(0, n, self.batch_size)
-        errors = self._function(rolled=n <= ROLLED_UP_TO)
+        rolled = n <= ROLLED_UP_TO
+        batch = self._batch[rolled]
+        starts = range(0, n, batch)
+        errors = self._function(rolled)
 
         def run_batch(start: int) -> None:
-            chunk = windows[start : start + self.batch_size]
+            chunk = windows[start : start + batch]
             size = len(chunk)
-            if size < self.batch_size:
-                chunk = np.concatenate([chunk, np.zeros((self.batch_size - size, *chunk.shape[1:]), np.float32)])
+            if size < batch:
+                chunk = np.concatenate([chunk, np.zeros((batch - size, *chunk.shape[1:]), np.float32)])
             out[start : start + size] = errors(chunk, mean, std, self._encoder, self._heads[head]).numpy()[:size]
 
         if self.workers == 1 or len(starts) == 1:

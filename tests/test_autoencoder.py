@@ -107,6 +107,15 @@ def test_the_loop_graph_gives_the_numbers_of_the_unrolled_graph(model, windows, 
     np.testing.assert_allclose(looped, routed_errors(model, windows, 2), atol=1e-4, rtol=1e-4)
 
 
+def test_the_loop_graph_on_its_smaller_batches_gives_the_numbers_of_the_unrolled_graph(model, windows, monkeypatch):
+    """The loop graph pads to at most ROLLED_BATCH windows (an hourly run), the unrolled one to the batch size."""
+    monkeypatch.setattr(inference, "ROLLED_BATCH", 8)
+    looped = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=16).feature_errors(windows, 1)  # 5 batches of 8
+    monkeypatch.setattr(inference, "ROLLED_UP_TO", 0)
+    unrolled = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=16).feature_errors(windows, 1)  # 3 batches of 16
+    np.testing.assert_array_equal(looped, unrolled)
+
+
 def test_scaling_inside_the_compiled_function_equals_scaling_before_it(fast, windows):
     rng = np.random.default_rng(5)
     mean = rng.normal(50.0, 10.0, FEATURES).astype(np.float32)
