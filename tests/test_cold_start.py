@@ -116,3 +116,17 @@ def test_the_cache_key_is_the_same_in_a_process_that_inherited_the_flags(monkeyp
     assert inherited, "the flags TensorFlow starts with are set before the key is taken"
     monkeypatch.setenv("XLA_FLAGS", inherited)
     assert compile_cache.cache_dir(tmp_path, "v1") == fresh
+
+
+def test_tensorflow_starts_without_keras_and_keras_imports_afterwards():
+    """import_tensorflow refuses Keras only while TensorFlow starts: training imports it later as usual."""
+    probe = (
+        "import json, sys; from core.tf_startup import import_tensorflow; import_tensorflow(); "
+        "before = {name: name in sys.modules for name in ('keras', 'sklearn', 'matplotlib')}; "
+        "from models.autoencoder import build_autoencoder; model = build_autoencoder(2, 4, 3); "
+        "print(json.dumps({'before': before, 'heads': model.get_layer('router').n_heads}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=scheduler_env(None), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"before": {"keras": False, "sklearn": False, "matplotlib": False}, "heads": 2}
