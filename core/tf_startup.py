@@ -19,7 +19,6 @@ needs Keras afterwards (training, a model version saved without its weights file
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
 import importlib.machinery
 import logging
 import os
@@ -43,7 +42,9 @@ def runtime_defaults() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {_VECTOR_WIDTH_FLAG}".strip()
 
 
-class _RefusedLoader(importlib.abc.Loader):
+class _RefusedLoader:
+    """An importlib loader whose module fails to execute (importlib.abc is not imported: it costs every command 60 ms)."""
+
     def create_module(self, spec):
         return None
 
@@ -51,7 +52,7 @@ class _RefusedLoader(importlib.abc.Loader):
         raise ImportError("keras is not imported while TensorFlow starts (core/tf_startup.py)")
 
 
-class _KerasRefused(importlib.abc.MetaPathFinder):
+class _KerasRefused:
     """Finds `keras` where it is installed (its origin, for TensorFlow's lookups) with a loader that refuses to import it."""
 
     def find_spec(self, name, path=None, target=None):
