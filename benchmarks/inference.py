@@ -34,6 +34,7 @@ from core.settings import DEFAULT_FEATURES  # noqa: E402
 from models.autoencoder import build_autoencoder, keras  # noqa: E402
 from core.threads import use_single_threaded_kernels  # noqa: E402
 from models.inference import DEFAULT_BATCH, LSTM_NONLINEARITIES, HeadwiseReconstructor  # noqa: E402
+from models.weights import NetworkWeights  # noqa: E402
 
 import tensorflow as tf  # noqa: E402  (after models.autoencoder has set TensorFlow's log level)
 
@@ -56,7 +57,7 @@ def seed_style(windows: np.ndarray, heads: np.ndarray, model) -> tuple[np.ndarra
 
 def headwise(windows: np.ndarray, heads: np.ndarray, model, batch: int, nonlinearities=LSTM_NONLINEARITIES) -> tuple[np.ndarray, float]:
     """The project's path: grouped by compressor, shared encoder + that compressor's head only."""
-    fast = HeadwiseReconstructor(model, batch, nonlinearities=nonlinearities)
+    fast = HeadwiseReconstructor(NetworkWeights.from_model(model), batch, nonlinearities=nonlinearities)
     order = np.argsort(heads, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(heads[order])) + 1)
     fast.compile_all()  # both graphs (models/inference.py), so no timed call compiles

@@ -1,7 +1,7 @@
 """Model versions on disk: one directory per version, JSON metadata with SHA-256 of every file.
 
     MODEL_DIR/
-      versions/<version>/model.keras, detector.json, metadata.json, metadata.sha256
+      versions/<version>/model.keras, weights.npz, detector.json, metadata.json, metadata.sha256 (LSTM autoencoder)
       current.json            -> {"version": "..."}   (written atomically by `models promote`)
 
 Invariants of a version that loads or is promoted: its name matches VERSION_PATTERN; its directory

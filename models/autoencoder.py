@@ -3,17 +3,17 @@
 The whole model (used for training and for save/load) routes each window to its compressor's
 head with `CompressorRouter`, a serialisable layer (no Lambda). Every head is computed and the
 router keeps one, which is simple but wastes arithmetic; `HeadwiseReconstructor` is the
-inference path that runs only the needed head.
+inference path that runs only the needed head, from the weights of models/weights.py.
 """
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from core.tf_startup import runtime_defaults
+from models.weights import ENCODER_LAYERS, head_layer_names
+
+runtime_defaults()  # before Keras imports TensorFlow
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-if "xla_cpu_prefer_vector_width" not in os.environ.get("XLA_FLAGS", ""):
-    # Full-width AVX-512 vectors for XLA's CPU code where the CPU has them (about +10 % inference).
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_prefer_vector_width=512").strip()
 
 import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
@@ -45,11 +45,6 @@ class CompressorRouter(layers.Layer):
         return {**super().get_config(), "n_heads": self.n_heads}
 
 
-def head_layer_names(head: int) -> tuple[str, str, str, str]:
-    """Names of the four layers of decoder head `head` (used to find them after loading)."""
-    return (f"head_{head}_repeat", f"head_{head}_lstm_1", f"head_{head}_lstm_2", f"head_{head}_output")
-
-
 def build_decoder_head(head: int, window: int, n_features: int):
     """RepeatVector(window) -> LSTM(32) -> LSTM(64) -> Dense(n_features), as a callable."""
     repeat, lstm_1, lstm_2, output = head_layer_names(head)
@@ -72,9 +67,10 @@ def build_autoencoder(n_heads: int, window: int, n_features: int) -> keras.Model
     """The routed model: inputs `window` (batch, window, features) and `compressor_index` (batch,)."""
     window_in = keras.Input((window, n_features), name="window")
     index_in = keras.Input((), dtype="int32", name="compressor_index")
-    x = layers.LSTM(ENCODER_UNITS[0], return_sequences=True, name="encoder_lstm_1")(window_in)
-    x = layers.LSTM(ENCODER_UNITS[1], name="encoder_lstm_2")(x)
-    code = layers.Dense(CODE_SIZE, name="encoder_code")(x)
+    lstm_1, lstm_2, code_layer = ENCODER_LAYERS
+    x = layers.LSTM(ENCODER_UNITS[0], return_sequences=True, name=lstm_1)(window_in)
+    x = layers.LSTM(ENCODER_UNITS[1], name=lstm_2)(x)
+    code = layers.Dense(CODE_SIZE, name=code_layer)(x)
     heads = [build_decoder_head(h, window, n_features)(code) for h in range(n_heads)]
     reconstruction = CompressorRouter(n_heads, name="router")([*heads, index_in])
     return keras.Model([window_in, index_in], reconstruction, name="compressor_autoencoder")

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.tf_startup import import_tensorflow
+from core.tf_startup import import_tensorflow, runtime_defaults
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def machine_key() -> str:
 
 
 def cache_dir(model_dir: Path, version: str) -> Path:
+    """The cache of `version` on this machine, under the flags TensorFlow starts with (core/tf_startup.py `runtime_defaults`)."""
+    runtime_defaults()  # a process that inherited them and one that sets them take the same key
     return Path(model_dir) / CACHE_DIR_NAME / f"{version}-{machine_key()}"
 
 

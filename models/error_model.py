@@ -13,7 +13,6 @@ Contributions (which signals explain a window) are the standardised log errors p
 from __future__ import annotations
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
 
 from core.errors import UnknownCompressorError
 from core.settings import SCORE_METHODS
@@ -37,6 +36,8 @@ class ErrorModel:
 
     def fit(self, errors: np.ndarray, cid: str) -> "ErrorModel":
         """Fit one compressor on the (n, features) errors of its normal windows."""
+        from sklearn.covariance import LedoitWolf  # here, not at the top: a process that only scores never imports scikit-learn
+
         x = _log(errors)
         if len(x) < 2:
             raise ValueError(f"compressor {cid}: need at least 2 normal windows to model errors")

@@ -1,6 +1,6 @@
 """Isolation-forest baseline detector: one forest per compressor on rolling window statistics.
 
-Each forest is trained with scikit-learn, then flattened into plain node arrays (`IsolationTrees`)
+Each forest is trained with scikit-learn (imported only to train), then flattened into plain node arrays (`IsolationTrees`)
 and scored with numpy, so a saved model is JSON plus an `.npz` read with `allow_pickle=False`:
 nothing loaded at run time is a pickle.
 """
@@ -11,14 +11,17 @@ import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
 
 from core.errors import ModelArtifactError
 from core.settings import TrainingSettings
 from core.windows import WindowSet
 from models.detector import CompressorHeads, ScoreDetails
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import IsolationForest
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +162,8 @@ class IsolationForestDetector(CompressorHeads):
             raise ValueError(f"compressor {cid}: need at least 2 windows to fit an isolation forest")
         stats = np.concatenate([rolling_features(w) for _, w in sub.chunks(CHUNK)]).reshape(len(sub), -1)
         mean, scale = stats.mean(axis=0), np.maximum(stats.std(axis=0), _MIN_STD)
+        from sklearn.ensemble import IsolationForest  # here, not at the top: a process that only scores never imports scikit-learn
+
         forest = IsolationForest(n_estimators=N_ESTIMATORS, random_state=self.training.seed)
         forest.fit(((stats - mean) / scale).astype(np.float32))
         self._units.append(_Unit(mean, scale, IsolationTrees.from_sklearn(forest)))

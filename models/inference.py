@@ -1,9 +1,10 @@
 """Fast inference: each window goes through the shared encoder and only its own decoder head.
 
-The routed Keras model computes every head for every window. Here the weights are read out of
-that model once and an XLA-compiled function evaluates encoder + one head on fixed-size
-batches (the last one padded, so nothing is retraced). It returns per-feature squared errors
-directly, so the full reconstruction never leaves the compiled function.
+The routed Keras model computes every head for every window. Here the network's weights
+(models/weights.py: read from the version's weights file, or out of a Keras model) and an
+XLA-compiled function evaluate encoder + one head on fixed-size batches (the last one padded,
+so nothing is retraced). It returns per-feature squared errors directly, so the full
+reconstruction never leaves the compiled function.
 
 Batches of 512 windows keep an LSTM layer's states in the core's cache; `workers` threads run
 batches side by side (XLA releases the GIL), which on a small CPU beats splitting each small
@@ -12,8 +13,9 @@ matrix product across cores (core/threads.py turns that split off in processes t
 Two graphs compute the same numbers: the 30 steps unrolled (fastest, but the first call of a
 process traces and compiles ~120 LSTM steps) and a loop over the steps (about a tenth of the
 compile time, about half the speed). Calls of up to ROLLED_UP_TO windows (an hourly run) use the
-loop, larger ones (a backfill) the unrolled graph; each is compiled on its first use, or loaded
-from the persistent cache of models/compile_cache.py.
+loop, on batches of at most ROLLED_BATCH windows (an hour of one compressor pads to 128 windows,
+not 512, at the same speed per window); larger ones (a backfill) the unrolled graph. Each is
+compiled on its first use, or loaded from the persistent cache of models/compile_cache.py.
 """
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ import tensorflow as tf
 
 from core.threads import available_cpus
 from core.tf_startup import runtime_output_to_log
-from models.autoencoder import head_layer_names, n_heads_of
+from models.weights import NetworkWeights
 
 DEFAULT_BATCH = 512
 ROLLED_UP_TO = 8192
+ROLLED_BATCH = 128
 
 
 LSTM_NONLINEARITIES = (tf.sigmoid, tf.tanh)
@@ -87,7 +90,7 @@ def _make_error_function(steps: int, nonlinearities=LSTM_NONLINEARITIES, rolled:
     """
     lstm = _rolled if rolled else _unrolled
 
-    @tf.function(jit_compile=True, reduce_retracing=True)
+    @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)  # no tensor-dependent Python control flow to convert
     def feature_errors(windows, mean, std, encoder, head):
         (k1, r1, b1), (k2, r2, b2), (kc, bc) = encoder
         (k3, r3, b3), (k4, r4, b4), (ko, bo) = head
@@ -110,20 +113,15 @@ class HeadwiseReconstructor:
     """Per-feature reconstruction errors computed with the needed decoder head only."""
 
     def __init__(
-        self, model, batch_size: int = DEFAULT_BATCH, workers: int | None = None, nonlinearities=LSTM_NONLINEARITIES
+        self, weights: NetworkWeights, batch_size: int = DEFAULT_BATCH, workers: int | None = None, nonlinearities=LSTM_NONLINEARITIES
     ) -> None:
-        _, self.steps, self.n_features = model.input[0].shape
+        self.steps, self.n_features = weights.steps, weights.n_features
         self.batch_size = int(batch_size)
+        self._batch = {True: min(self.batch_size, ROLLED_BATCH), False: self.batch_size}  # rolled -> padded batch
         self.workers = int(workers or available_cpus())
-        self.n_heads = n_heads_of(model)
-        self._encoder = tuple(
-            tuple(tf.constant(w) for w in model.get_layer(name).get_weights())
-            for name in ("encoder_lstm_1", "encoder_lstm_2", "encoder_code")
-        )
-        self._heads = [
-            tuple(tuple(tf.constant(w) for w in model.get_layer(name).get_weights()) for name in head_layer_names(h)[1:])
-            for h in range(self.n_heads)
-        ]
+        self.n_heads = len(weights.heads)
+        self._encoder = tuple(tuple(tf.constant(w) for w in layer) for layer in weights.encoder)
+        self._heads = [tuple(tuple(tf.constant(w) for w in layer) for layer in head) for head in weights.heads]
         self._nonlinearities = nonlinearities
         self._functions: dict[bool, object] = {}  # rolled -> compiled function
         self._compile_lock = threading.Lock()
@@ -136,7 +134,7 @@ class HeadwiseReconstructor:
         with self._compile_lock:
             if rolled not in self._functions:
                 function = _make_error_function(self.steps, self._nonlinearities, rolled)
-                zeros = np.zeros((self.batch_size, self.steps, self.n_features), np.float32)
+                zeros = np.zeros((self._batch[rolled], self.steps, self.n_features), np.float32)
                 with runtime_output_to_log():
                     function(zeros, zeros[0, 0], zeros[0, 0] + 1, self._encoder, self._heads[0])
                 self._functions[rolled] = function
@@ -160,14 +158,16 @@ class HeadwiseReconstructor:
         std = np.ones(self.n_features, np.float32) if std is None else np.asarray(std, np.float32)
         n = len(windows)
         out = np.empty((n, self.n_features), dtype=np.float32)
-        starts = range(0, n, self.batch_size)
-        errors = self._function(rolled=n <= ROLLED_UP_TO)
+        rolled = n <= ROLLED_UP_TO
+        batch = self._batch[rolled]
+        starts = range(0, n, batch)
+        errors = self._function(rolled)
 
         def run_batch(start: int) -> None:
-            chunk = windows[start : start + self.batch_size]
+            chunk = windows[start : start + batch]
             size = len(chunk)
-            if size < self.batch_size:
-                chunk = np.concatenate([chunk, np.zeros((self.batch_size - size, *chunk.shape[1:]), np.float32)])
+            if size < batch:
+                chunk = np.concatenate([chunk, np.zeros((batch - size, *chunk.shape[1:]), np.float32)])
             out[start : start + size] = errors(chunk, mean, std, self._encoder, self._heads[head]).numpy()[:size]
 
         if self.workers == 1 or len(starts) == 1:

@@ -1,23 +1,33 @@
-"""The compressor-aware LSTM autoencoder detector (fit / feature_errors / anomaly_score / save / load)."""
+"""The compressor-aware LSTM autoencoder detector (fit / feature_errors / anomaly_score / save / load).
+
+Scoring needs only the network's arrays (models/weights.py). A version holds them in WEIGHTS_FILE
+next to model.keras, and `load` reads that file without importing Keras; the Keras model is loaded
+from model.keras on first use of `model` (adding a compressor). A version saved before the weights
+file existed loads through model.keras.
+"""
 from __future__ import annotations
 
 import copy
 import json
 import logging
+import shutil
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.errors import ModelArtifactError
 from core.settings import TrainingSettings
 from core.windows import WindowSet
-from models.autoencoder import build_autoencoder, freeze_all_but_head, grow_autoencoder, keras
 from models.detector import CompressorHeads, ScoreDetails
 from models.error_model import ErrorModel
 from models.inference import DEFAULT_BATCH, HeadwiseReconstructor
-from models.trainer import HeadData, HeadwiseTrainer
 from models.scaler import CompressorScaler, RowMoments
+from models.weights import WEIGHTS_FILE, NetworkWeights
+
+if TYPE_CHECKING:
+    from models.trainer import HeadData
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +53,43 @@ class LSTMAutoencoderDetector(CompressorHeads):
         self.compressors: list[str] = []
         self.scaler = CompressorScaler()
         self.error_model = ErrorModel(score_method)
-        self.model = None
+        self._model = None  # the routed Keras model, built by `fit` or loaded from _model_file on first use
+        self._model_file: Path | None = None
+        self._weights: NetworkWeights | None = None  # read from the version's weights file, or taken from _model
         self.history: dict[str, list[float]] = {}
         self._batch_size = DEFAULT_BATCH
         self._reconstructor: HeadwiseReconstructor | None = None
         self._reconstructor_lock = threading.Lock()
 
+    # ------------------------------------------------------------------ network
+    @property
+    def model(self):
+        """The routed Keras model (models/autoencoder.py); loaded from the version's model.keras on first use."""
+        if self._model is None and self._model_file is not None:
+            self._model = _load_keras_model(self._model_file)
+        return self._model
+
+    @model.setter
+    def model(self, model) -> None:
+        self._model, self._model_file = model, None
+        self._network_changed()
+
+    @property
+    def weights(self) -> NetworkWeights:
+        """The arrays the head-wise inference path runs on."""
+        if self._weights is None:
+            self._weights = NetworkWeights.from_model(self.model)
+        return self._weights
+
+    def _network_changed(self) -> None:
+        with self._reconstructor_lock:
+            self._weights = None
+            self._reconstructor = None
+
     # ----------------------------------------------------------------- training
     def _head_data(self, train: dict[str, WindowSet], validation: dict[str, WindowSet]) -> list[HeadData]:
+        from models.trainer import HeadData
+
         stride = self.training.window_stride
         return [
             HeadData(
@@ -68,10 +107,12 @@ class LSTMAutoencoderDetector(CompressorHeads):
             "training on %d windows (%d validation) for %s",
             sum(len(d.train) for d in data), sum(len(d.validation) for d in data), ", ".join(train),
         )
+        from models.trainer import HeadwiseTrainer
+
         trainer = HeadwiseTrainer(self.model, cfg.learning_rate, cfg.batch_size, train_encoder)
         for key, values in trainer.fit(data, cfg.epochs, cfg.patience, cfg.seed).items():
             self.history.setdefault(key, []).extend(values)
-        self._reconstructor = None
+        self._network_changed()
 
     def fit(
         self, train: dict[str, WindowSet], validation: dict[str, WindowSet], row_moments: dict[str, RowMoments] | None = None
@@ -81,6 +122,8 @@ class LSTMAutoencoderDetector(CompressorHeads):
         `validation` holds each compressor's held-out calibration windows (models/calibration.py), for early stopping;
         `row_moments`, where given, are a compressor's scaler statistics over all its streamed rows.
         """
+        from models.autoencoder import build_autoencoder, keras
+
         keras.utils.set_random_seed(self.training.seed)
         self.compressors = sorted(train)
         for cid in self.compressors:
@@ -120,6 +163,8 @@ class LSTMAutoencoderDetector(CompressorHeads):
         """Train a head for a new compressor; the encoder and the other heads stay frozen."""
         if cid in self.compressors:
             raise ValueError(f"compressor {cid!r} already has a head in this model")
+        from models.autoencoder import freeze_all_but_head, grow_autoencoder, keras
+
         keras.utils.set_random_seed(self.training.seed)
         self.scaler.fit(train.last_rows(), cid)
         self.compressors.append(cid)
@@ -133,7 +178,7 @@ class LSTMAutoencoderDetector(CompressorHeads):
     def reconstructor(self) -> HeadwiseReconstructor:
         with self._reconstructor_lock:  # compressors scored on several threads share one compiled path
             if self._reconstructor is None:
-                self._reconstructor = HeadwiseReconstructor(self.model, self._batch_size)
+                self._reconstructor = HeadwiseReconstructor(self.weights, self._batch_size)
             return self._reconstructor
 
     def set_batch_size(self, size: int) -> None:
@@ -162,8 +207,16 @@ class LSTMAutoencoderDetector(CompressorHeads):
 
     # -------------------------------------------------------------- persistence
     def save(self, directory: Path) -> list[str]:
-        """Write the .keras file and a JSON state file; return their names."""
-        self.model.save(directory / MODEL_FILE)
+        """Write the .keras file, the weights file and a JSON state file; return their names.
+
+        A network loaded from a version and not changed since is written as it was read: its
+        model.keras copied, its arrays saved again.
+        """
+        if self._model is None and self._model_file is not None:
+            shutil.copyfile(self._model_file, directory / MODEL_FILE)
+        else:
+            self.model.save(directory / MODEL_FILE)
+        self.weights.save(directory / WEIGHTS_FILE)
         state = {
             "detector": self.name,
             "features": list(self.features),
@@ -174,11 +227,14 @@ class LSTMAutoencoderDetector(CompressorHeads):
             "history": self.history,
         }
         (directory / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
-        return [MODEL_FILE, STATE_FILE]
+        return [MODEL_FILE, WEIGHTS_FILE, STATE_FILE]
 
     @classmethod
     def load(cls, directory: Path, training: TrainingSettings | None = None) -> "LSTMAutoencoderDetector":
-        """Load with Keras safe mode (no arbitrary code); raise ModelArtifactError if unreadable."""
+        """Load the state and the weights file (no Keras), or model.keras where a version has no weights file.
+
+        Keras loads in safe mode (no arbitrary code); ModelArtifactError if anything is unreadable or inconsistent.
+        """
         try:
             state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
             detector = cls(tuple(state["features"]), state["window"], training)
@@ -186,9 +242,25 @@ class LSTMAutoencoderDetector(CompressorHeads):
             detector.scaler = CompressorScaler.from_dict(state["scaler"])
             detector.error_model = ErrorModel.from_dict(state["error_model"])
             detector.history = state.get("history", {})
-            detector.model = keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelArtifactError(f"cannot load the LSTM autoencoder from {directory}: {exc}") from exc
-        if detector.model.get_layer("router").n_heads != len(detector.compressors):
+        if (directory / WEIGHTS_FILE).is_file():
+            weights = NetworkWeights.load(directory / WEIGHTS_FILE, detector.window, len(detector.compressors))
+            if weights.n_features != len(detector.features):
+                raise ModelArtifactError(f"{directory}: the weights take {weights.n_features} features, the state file lists {len(detector.features)}")
+            detector._weights, detector._model_file = weights, directory / MODEL_FILE
+            return detector
+        detector._model = _load_keras_model(directory / MODEL_FILE)
+        if detector._model.get_layer("router").n_heads != len(detector.compressors):
             raise ModelArtifactError(f"{directory}: the model's heads do not match its compressor list")
         return detector
+
+
+def _load_keras_model(path: Path):
+    """The routed model saved at `path`, in Keras safe mode; ModelArtifactError if unreadable."""
+    from models.autoencoder import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelArtifactError(f"cannot load the LSTM autoencoder from {path.parent}: {exc}") from exc

@@ -17,10 +17,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from models.autoencoder import head_layer_names, keras
+from models.autoencoder import keras
+from models.weights import ENCODER_LAYERS, head_layer_names
 
 log = logging.getLogger(__name__)
-ENCODER_LAYERS = ("encoder_lstm_1", "encoder_lstm_2", "encoder_code")
 
 
 @dataclass

@@ -78,13 +78,13 @@ def test_round_trip_gives_identical_scores(trained_fleet, model_dir, windows):
 
 def test_metadata_lists_every_file_with_its_hash(trained_fleet, model_dir):
     meta = read_metadata(model_dir, trained_fleet["bundle"].version)
-    assert set(meta["files"]) == {"model.keras", "detector.json"}
+    assert set(meta["files"]) == {"model.keras", "weights.npz", "detector.json"}
     assert all(len(digest) == 64 for digest in meta["files"].values())
     assert meta["compressors"] == ["C01", "C02", "C03"]
     assert set(meta["thresholds"]) == {"C01", "C02", "C03"}
 
 
-@pytest.mark.parametrize("name", ["model.keras", "detector.json"])
+@pytest.mark.parametrize("name", ["model.keras", "weights.npz", "detector.json"])
 def test_a_modified_byte_is_refused_naming_the_file(trained_fleet, model_dir, name):
     version = trained_fleet["bundle"].version
     flip_one_byte(versions_dir(model_dir) / version / name)

@@ -16,6 +16,7 @@ from models.autoencoder import (
 )
 from models import inference
 from models.inference import HeadwiseReconstructor
+from models.weights import NetworkWeights
 
 HEADS, WINDOW, FEATURES = 3, 6, 4
 
@@ -34,7 +35,7 @@ def windows():
 @pytest.fixture(scope="module")
 def fast(model):
     """One fast path for every head (batch 16 with 37 windows: two full batches and a padded one)."""
-    return HeadwiseReconstructor(model, batch_size=16)
+    return HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=16)
 
 
 def routed_errors(model, windows, head: int) -> np.ndarray:
@@ -91,19 +92,28 @@ def test_headwise_fast_path_matches_the_routed_model(model, fast, windows, head)
 
 def test_parallel_batches_give_the_same_errors_as_one_thread(model, windows):
     """Batches scored side by side on several threads land in their own rows, bit for bit."""
-    one_thread = HeadwiseReconstructor(model, batch_size=8, workers=1).feature_errors(windows, 1)
-    three_threads = HeadwiseReconstructor(model, batch_size=8, workers=3).feature_errors(windows, 1)
+    one_thread = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=8, workers=1).feature_errors(windows, 1)
+    three_threads = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=8, workers=3).feature_errors(windows, 1)
     np.testing.assert_array_equal(three_threads, one_thread)
     np.testing.assert_allclose(three_threads, routed_errors(model, windows, 1), atol=1e-4, rtol=1e-4)
 
 
 def test_the_loop_graph_gives_the_numbers_of_the_unrolled_graph(model, windows, monkeypatch):
     """Small calls run the steps as a loop, large ones unrolled: a window scores the same in an hourly run and in a backfill."""
-    looped = HeadwiseReconstructor(model, batch_size=16).feature_errors(windows, 2)
+    looped = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=16).feature_errors(windows, 2)
     monkeypatch.setattr(inference, "ROLLED_UP_TO", 0)
-    unrolled = HeadwiseReconstructor(model, batch_size=16).feature_errors(windows, 2)
+    unrolled = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=16).feature_errors(windows, 2)
     np.testing.assert_array_equal(looped, unrolled)
     np.testing.assert_allclose(looped, routed_errors(model, windows, 2), atol=1e-4, rtol=1e-4)
+
+
+def test_the_loop_graph_on_its_smaller_batches_gives_the_numbers_of_the_unrolled_graph(model, windows, monkeypatch):
+    """The loop graph pads to at most ROLLED_BATCH windows (an hourly run), the unrolled one to the batch size."""
+    monkeypatch.setattr(inference, "ROLLED_BATCH", 8)
+    looped = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=16).feature_errors(windows, 1)  # 5 batches of 8
+    monkeypatch.setattr(inference, "ROLLED_UP_TO", 0)
+    unrolled = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=16).feature_errors(windows, 1)  # 3 batches of 16
+    np.testing.assert_array_equal(looped, unrolled)
 
 
 def test_scaling_inside_the_compiled_function_equals_scaling_before_it(fast, windows):

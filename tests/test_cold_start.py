@@ -1,9 +1,11 @@
 """The cron run: nothing to score starts no TensorFlow; the model is loaded only for the compressors that need it
-and then writes what a run with the model loaded writes; the compilation cache is warmed by `models promote`
-and used by the next process, under a key that follows the TensorFlow version, the CPU and the XLA flags."""
+(TensorFlow without Keras or scikit-learn) and then writes what a run with the model loaded writes; the
+compilation cache is warmed by `models promote` and used by the next process, under a key that follows the
+TensorFlow version, the CPU and the XLA flags, and is the same in every process whatever it inherited."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,10 +24,10 @@ def fleet(tmp_path_factory):
 
 
 def _cli(args: list[str], env: dict[str, str] | None = None) -> dict:
-    """main(args) in a new process: its exit code, whether TensorFlow was imported, its output."""
+    """main(args) in a new process: its exit code, whether TensorFlow, Keras and scikit-learn were imported, its output."""
     probe = (
         "import json, sys; from scheduler.cli import main; code = main(sys.argv[1:]); "
-        "print(json.dumps({'code': code, 'tensorflow': 'tensorflow' in sys.modules}))"
+        "print(json.dumps({'code': code, **{name: name in sys.modules for name in ('tensorflow', 'keras', 'sklearn')}}))"
     )
     done = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, env=scheduler_env(env), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -45,6 +47,7 @@ def test_a_run_with_nothing_to_score_starts_no_tensorflow_and_says_so(fleet, tmp
     append(engine, tables, fleet.live(1.5).loc[lambda rows: rows["timestamp"] > TRAIN_END + timedelta(hours=1)])
     busy = _cli([*common, "run", "--once"])
     assert busy["code"] == 0 and busy["tensorflow"]
+    assert not busy["keras"] and not busy["sklearn"], "scoring reads the weights file: no Keras model, no scikit-learn"
     assert "3 of 3 compressors have windows to score" in busy["log"]
     engine.dispose()
 
@@ -103,3 +106,27 @@ def test_the_cache_key_follows_tensorflow_cpu_and_xla_flags(monkeypatch):
         assert compile_cache.machine_key() != base
         monkeypatch.undo()
         assert compile_cache.machine_key() == base
+
+
+def test_the_cache_key_is_the_same_in_a_process_that_inherited_the_flags(monkeypatch, tmp_path):
+    """`train` warms the cache in a child that inherits the XLA flags TensorFlow started with; `run` starts without them."""
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    fresh = compile_cache.cache_dir(tmp_path, "v1")
+    inherited = os.environ["XLA_FLAGS"]
+    assert inherited, "the flags TensorFlow starts with are set before the key is taken"
+    monkeypatch.setenv("XLA_FLAGS", inherited)
+    assert compile_cache.cache_dir(tmp_path, "v1") == fresh
+
+
+def test_tensorflow_starts_without_keras_and_keras_imports_afterwards():
+    """import_tensorflow refuses Keras only while TensorFlow starts: training imports it later as usual."""
+    probe = (
+        "import json, sys; from core.tf_startup import import_tensorflow; import_tensorflow(); "
+        "before = {name: name in sys.modules for name in ('keras', 'sklearn', 'matplotlib')}; "
+        "from models.autoencoder import build_autoencoder; model = build_autoencoder(2, 4, 3); "
+        "print(json.dumps({'before': before, 'heads': model.get_layer('router').n_heads}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=scheduler_env(None), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"before": {"keras": False, "sklearn": False, "matplotlib": False}, "heads": 2}
