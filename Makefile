@@ -52,8 +52,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: install
 	$(BIN)/python run_scheduler.py demo
 
+# Two pytest-xdist workers: many tests wait on subprocesses, servers and databases, so two overlap well on 2 cores.
+TEST_WORKERS ?= 2
+
 test: install system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
