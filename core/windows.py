@@ -37,7 +37,7 @@ class WindowSet:
         for start in range(0, len(self), size):
             index = self.index[start : start + size]
             if index[-1] - index[0] == len(index) - 1:
-                yield start, np.ascontiguousarray(self.view[index[0] : index[-1] + 1])
+                yield start, self.view[index[0] : index[-1] + 1].copy()
             else:
                 yield start, self.view[index]
 
