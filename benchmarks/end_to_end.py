@@ -6,7 +6,8 @@ afterwards:
 2. a model is trained briefly (default 2 epochs on the first, fault-free day: the network has
    its full size, so inference costs what it costs in production, but its accuracy is not the point);
 3. one backfill over everything is timed: read -> validate/window -> infer -> score -> write,
-   with the seconds per stage summed over compressors (pipeline.timing.StageTimer);
+   with the seconds per stage summed over compressors (pipeline.timing.StageTimer; "queued":
+   waiting for another compressor's inference to end, pipeline/scoring.py);
 4. ~1,250 new rows per compressor are appended and one live run (Runner.run_once with the
    model already loaded) is timed, as an hourly scheduler run would be.
 
@@ -43,7 +44,7 @@ from simulation.fleet import simulate_fleet  # noqa: E402
 log = logging.getLogger("benchmarks.end_to_end")
 START = datetime(2026, 1, 1)
 TRAIN_DAYS = 1.0  # fault-free, so every compressor has normal rows to train on
-STAGES = ("reading", "preprocessing", "inference", "scoring", "writing")
+STAGES = ("reading", "preprocessing", "queued", "inference", "scoring", "writing")
 
 
 def run(url: str, compressors: int, rows: int, incremental: int, epochs: int, model_dir: Path, parallel: int) -> dict:

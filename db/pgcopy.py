@@ -3,7 +3,9 @@
 Writing (binary COPY FROM): a DataFrame is encoded column by column with numpy. Rows whose NULLs
 and text lengths fall in the same pattern share one fixed record layout, so each pattern becomes
 one numpy structured array written out with `tobytes()`; rows are therefore sent grouped by
-pattern (their order within one call is not kept).
+pattern (their order within one call is not kept). A text column of many different lengths (an
+alarm state, say) is left out of the pattern: its values are joined in between the fixed parts
+of each row, so a frame never splits into hundreds of small patterns.
 
 Reading (COPY (SELECT ...) TO STDOUT, CSV): pandas' C parser reads the rows, one chunk at a time.
 """
@@ -21,6 +23,8 @@ TRAILER = struct.pack(">h", -1)
 _PG_EPOCH = np.datetime64("2000-01-01T00:00:00", "us")
 _FORMATS = {"float8": ">f8", "float4": ">f4", "int8": ">i8", "int4": ">i4", "int2": ">i2", "bool": "u1", "timestamp": ">i8"}
 _INT_RANGES = {"int2": 2**15, "int4": 2**31, "int8": 2**63}
+_PATTERN_LENGTHS = 8  # a text column with more distinct lengths is joined row by row, not made part of the pattern
+_NULL = struct.pack(">i", -1)
 
 
 def binary_kind(column: sa.Column, dialect: sa.Dialect) -> str | None:
@@ -75,7 +79,7 @@ def _numbers(series: pd.Series, kind: str, name: str) -> tuple[np.ndarray, np.nd
 def _texts(series: pd.Series, encoding: str) -> tuple[np.ndarray, list[bytes], np.ndarray]:
     """Codes into the distinct encoded values, those values, and each row's byte length (-1: NULL)."""
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    encoded = [str(u).encode(encoding) for u in uniques]
+    encoded = [str(u).encode(encoding) for u in uniques.tolist()]
     lengths = np.array([len(b) for b in encoded] + [-1], dtype=np.int64)
     return codes, encoded, lengths[codes]
 
@@ -87,8 +91,11 @@ def encode_rows(frame: pd.DataFrame, kinds: list[str], encoding: str = "utf-8") 
         series = frame[name]
         if kind == "text":
             codes, encoded, lengths = _texts(series, encoding)
-            fields.append((kind, codes, encoded, lengths))
-            keys.append(lengths)
+            if len(np.unique(lengths)) > _PATTERN_LENGTHS:
+                fields.append(("varying", codes, [struct.pack(">i", len(b)) + b for b in encoded] + [_NULL], None))
+            else:
+                fields.append((kind, codes, encoded, lengths))
+                keys.append(lengths)
         else:
             values, null = _timestamps(series) if kind == "timestamp" else _numbers(series, kind, name)
             fields.append((kind, values, null, None))
@@ -111,10 +118,24 @@ def _patterns(keys: list[np.ndarray], rows: int) -> tuple[np.ndarray, int]:
 
 
 def _encode_group(fields: list, rows: np.ndarray) -> bytes:
-    """Rows that share one NULL/length pattern, as one structured array."""
+    """Rows that share one NULL/length pattern: the fixed fields as structured arrays, each varying
+    text field's values (with their lengths) joined in between, row by row."""
+    parts: list[list[bytes]] = []
     names, formats, fills = ["n"], [">i2"], [len(fields)]
+
+    def close_fixed() -> None:
+        if names:
+            records = np.empty(len(rows), dtype=np.dtype({"names": names, "formats": formats}))
+            for name, value in zip(names, fills):
+                records[name] = value
+            parts.append(records)
+            names.clear(), formats.clear(), fills.clear()
+
     for i, (kind, first, second, lengths) in enumerate(fields):
-        if kind == "text":
+        if kind == "varying":
+            close_fixed()
+            parts.append([second[c] for c in first[rows].tolist()])  # code -1 (NULL): the last entry
+        elif kind == "text":
             size = int(lengths[rows[0]])
             names.append(f"l{i}"), formats.append(">i4"), fills.append(size)
             if size > 0:
@@ -127,10 +148,13 @@ def _encode_group(fields: list, rows: np.ndarray) -> bytes:
             fmt = _FORMATS[kind]
             names.append(f"l{i}"), formats.append(">i4"), fills.append(np.dtype(fmt).itemsize)
             names.append(f"v{i}"), formats.append(fmt), fills.append(first[rows])
-    records = np.empty(len(rows), dtype=np.dtype({"names": names, "formats": formats}))
-    for name, value in zip(names, fills):
-        records[name] = value
-    return records.tobytes()
+    close_fixed()
+    if len(parts) == 1:
+        return parts[0].tobytes()
+    joined: list = [None] * (len(parts) * len(rows))
+    for k, part in enumerate(parts):  # row r's k-th piece at r * len(parts) + k
+        joined[k :: len(parts)] = part.view(np.dtype((np.void, part.dtype.itemsize))).tolist() if isinstance(part, np.ndarray) else part
+    return b"".join(joined)
 
 
 def driver_error(conn: sa.Connection, exc: Exception, statement: str) -> Exception:

@@ -118,38 +118,39 @@ class AlarmRule:
         gap = np.zeros(n, dtype=bool) if breaks is None else np.asarray(breaks, dtype=bool)
         quiet_only = np.zeros(n, dtype=bool) if suppressed is None else np.asarray(suppressed, dtype=bool)
         steps = np.clip(scores / threshold - 1.0, -_CUSUM_STEP, _CUSUM_STEP) if threshold > 0 else np.where(flags, 1.0, -1.0)
-        run_out = np.zeros(n, dtype=np.int64)
-        open_out = np.zeros(n, dtype=bool)
-        fired = np.zeros(n, dtype=bool)
-        states = np.empty(n, dtype=object)
+        run_out, open_out, fired, states = [0] * n, [False] * n, [False] * n, [""] * n
         state = initial or AlarmState()
         run, recent, cusum, is_open, quiet = state.run, state.recent, state.cusum, state.open, state.quiet
         mask = (1 << self.n) - 1
-        for i in range(n):
-            if gap[i] or quiet_only[i]:
+        rule, n_rule, k, h, quiet_windows = self.rule, self.n, self.k, self.h, self.quiet_windows
+        # Python scalars, not numpy elements, in the loop: it runs once per window.
+        for i, (flag, restart, hush, step) in enumerate(zip(flags.tolist(), gap.tolist(), quiet_only.tolist(), steps.tolist())):
+            if restart or hush:
                 run, recent, cusum = 0, 0, 0.0
-            flag = bool(flags[i]) and not quiet_only[i]
+            flag = flag and not hush
             run = run + 1 if flag else 0
             recent = ((recent << 1) | flag) & mask
-            cusum = 0.0 if quiet_only[i] else max(0.0, cusum + float(steps[i]))
-            if quiet_only[i]:
+            cusum = 0.0 if hush else max(0.0, cusum + step)
+            if hush:
                 holds = False
-            elif self.rule == "consecutive":
-                holds = run >= self.n
-            elif self.rule == "k_of_n":
-                holds = recent.bit_count() >= self.k
+            elif rule == "consecutive":
+                holds = run >= n_rule
+            elif rule == "k_of_n":
+                holds = recent.bit_count() >= k
             else:
-                holds = cusum >= self.h
+                holds = cusum >= h
             if is_open:
                 quiet = 0 if flag else quiet + 1
-                if quiet >= self.quiet_windows and not holds:
+                if quiet >= quiet_windows and not holds:
                     is_open = False
             elif holds:
                 is_open, quiet, fired[i] = True, 0, True
             run_out[i], open_out[i] = run, is_open
             states[i] = _encode(run, recent, cusum, is_open, quiet)
         final = AlarmState(run, recent, cusum, is_open, quiet)
-        return AlarmTrace(flags, run_out, open_out, fired, states, final)
+        return AlarmTrace(
+            flags, np.array(run_out, dtype=np.int64), np.array(open_out, dtype=bool), np.array(fired, dtype=bool), np.array(states, dtype=object), final
+        )
 
     def count_episodes(self, scores: np.ndarray, threshold: float, breaks: np.ndarray | None = None) -> int:
         """Episodes the rule would open on a score series (from a fresh state)."""

@@ -208,12 +208,15 @@ def _read(ctx: BatchContext, outcome: BatchOutcome, lower: datetime | None, unti
 
 
 def _count_fresh(ctx: BatchContext, outcome: BatchOutcome, plan: BatchPlan) -> None:
-    """Rejections and gaps among the rows after `plan.after` only (context rows were counted by their own batch)."""
+    """Rejections and gaps among the rows after `plan.after` only (context rows were counted by their own batch).
+
+    When every row read is fresh (a backfill from the first row), the validation done while
+    reading already counted them and is not repeated."""
     settings, rows, after = ctx.settings, plan.rows, plan.after
     fresh = rows.frame
     if after is not None:
         fresh = fresh.loc[as_datetime64(fresh[settings.source.timestamp_column]) > np.datetime64(after, "ns")]
-    checked = validated(fresh, settings, ctx.bundle.features, ctx.bundle.window)
+    checked = rows.clean if len(fresh) == len(rows.frame) else validated(fresh, settings, ctx.bundle.features, ctx.bundle.window)
     outcome.reasons.update(checked.rejected)
     outcome.rows_rejected = checked.rows_rejected
     starts = segment_starts(rows.clean.times, settings.max_gap_s)

@@ -45,7 +45,9 @@ def window_rows(frame: pd.DataFrame, settings: Settings, features: tuple[str, ..
 
 
 def as_datetime64(values) -> np.ndarray:
-    """Timestamps of any readable form as datetime64[ns] (unreadable ones: NaT)."""
+    """Timestamps of any readable form as datetime64[ns] (unreadable ones: NaT); naive datetime64 values without a copy through objects."""
+    if np.asarray(values).dtype.kind == "M":
+        return np.asarray(values, dtype="datetime64[ns]")
     return pd.to_datetime(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="datetime64[ns]")
 
 

@@ -1,6 +1,14 @@
-"""Scoring windows: per-feature errors -> score -> threshold -> alarm rule (episodes) -> explanation."""
+"""Scoring windows: per-feature errors -> score -> threshold -> alarm rule (episodes) -> explanation.
+
+The windows of one compressor at a time go through the detector (INFERENCE_TURN): its inference
+threads already use every core, so the compressor holding the turn is scored soonest, and its
+alarm rule and writing overlap the next compressor's inference while others read. Compressors
+scored side by side (scheduler.parallel_compressors) so form a bounded pipeline: at most one
+compressor per scoring thread holds its rows in memory.
+"""
 from __future__ import annotations
 
+import threading
 from contextlib import nullcontext
 
 import numpy as np
@@ -14,6 +22,7 @@ from pipeline.timing import StageTimer
 
 TOP_CONTRIBUTORS = 3
 INFERENCE_CHUNK = 65_536
+INFERENCE_TURN = threading.Lock()
 
 
 def top_features(contributions: np.ndarray, features: tuple[str, ...], k: int = TOP_CONTRIBUTORS) -> list[str]:
@@ -62,8 +71,13 @@ def score_windows(
     `triggered` is True where an alert episode opens, `in_alert` while one is open. With
     `suppression`, the columns operating_mode and maintenance say why a window may open no episode.
     """
-    with timer.stage("inference") if timer else nullcontext():
-        scores, errors, contributions = score_in_chunks(bundle, cid, ws)
+    with timer.stage("queued") if timer else nullcontext():
+        INFERENCE_TURN.acquire()
+    try:
+        with timer.stage("inference") if timer else nullcontext():
+            scores, errors, contributions = score_in_chunks(bundle, cid, ws)
+    finally:
+        INFERENCE_TURN.release()
     ws, scores, errors, contributions = finite_only(ws, scores, errors, contributions)
     threshold = bundle.threshold_for(cid)
     modes = maintenance = suppressed = None

@@ -1,4 +1,4 @@
-"""Seconds spent per named stage of a batch (reading, preprocessing, inference, scoring, writing)."""
+"""Seconds spent per named stage of a batch (reading, preprocessing, queued for inference, inference, scoring, writing)."""
 from __future__ import annotations
 
 import time

@@ -1,4 +1,7 @@
 """Scoring windows with the trained model: columns, thresholds, alarm rule, chunks and explanations."""
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -9,6 +12,7 @@ from db.schema import build_tables
 from models.alarms import AlarmRule, AlarmState
 from models.artifacts import ModelBundle
 from pipeline.scoring import score_windows, top_features
+from pipeline.timing import StageTimer
 from pipeline.windows import build_windows
 
 BASE_COLUMNS = ["window_end", "score", "threshold", "is_anomaly", "consecutive_count", "triggered", "in_alert", "alarm_state", "top_features"]
@@ -130,3 +134,53 @@ def test_unknown_compressor(trained_fleet, fleet_windows):
     bundle, settings = trained_fleet["bundle"], trained_fleet["settings"]
     with pytest.raises(UnknownCompressorError, match="C99"):
         score_windows(bundle, "C99", fleet_windows["day2"], build_tables(settings).error_columns)
+
+
+class _SlowDetector:
+    """Scores every window 1.0 after a pause, recording how many calls are inside it at once."""
+
+    name, features, window = "slow", ("a", "b"), 3
+
+    def __init__(self) -> None:
+        self.inside = self.most = 0
+        self.lock = threading.Lock()
+
+    def anomaly_score_details(self, windows, cid):
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        time.sleep(0.05)
+        with self.lock:
+            self.inside -= 1
+        n = len(windows)
+        return np.ones(n), np.ones((n, 2)), np.ones((n, 2))
+
+
+def test_one_compressor_at_a_time_goes_through_the_detector_and_the_wait_is_timed_apart():
+    detector = _SlowDetector()
+    bundle = ModelBundle(detector, {"C01": 2.0, "C02": 2.0, "C03": 2.0}, "fixed", AlarmRule("consecutive", 3, quiet_windows=0))
+    values = np.arange(40, dtype=np.float32).reshape(20, 2)
+    times = np.datetime64("2026-01-01T00:00:00", "ns") + np.arange(20) * np.timedelta64(30, "s")
+    ws = build_windows(values, times, 3, 60.0)
+    timers = [StageTimer() for _ in range(3)]
+    threads = [threading.Thread(target=score_windows, args=(bundle, f"C0{i + 1}", ws, ("err_a", "err_b"), None, timers[i])) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert detector.most == 1
+    assert all(timer.seconds["inference"] >= 0.045 for timer in timers)
+    assert sum(timer.seconds["queued"] for timer in timers) >= 0.09  # the later two waited for the turn
+    assert not scoring.INFERENCE_TURN.locked()
+
+
+def test_the_turn_is_given_back_when_the_detector_fails():
+    class Failing(_SlowDetector):
+        def anomaly_score_details(self, windows, cid):
+            raise RuntimeError("boom")
+
+    bundle = ModelBundle(Failing(), {"C01": 2.0}, "fixed", AlarmRule("consecutive", 3, quiet_windows=0))
+    ws = build_windows(np.zeros((10, 2), np.float32), np.datetime64("2026-01-01", "ns") + np.arange(10) * np.timedelta64(30, "s"), 3, 60.0)
+    with pytest.raises(RuntimeError, match="boom"):
+        score_windows(bundle, "C01", ws, ("err_a", "err_b"))
+    assert not scoring.INFERENCE_TURN.locked()
