@@ -25,7 +25,8 @@ autoencoder, score {mse, mahalanobis}. The flags --signals/--window/--k/--score 
 Every score method and k of one trained network are calibrated with
 models.calibration.calibrate_compressor on that network's held-out windows (training is not
 repeated for them). With --defaults, the product's own defaults run with only the data layout
-configured (benchmarks/skab_layout.toml): no search, nothing tuned on SKAB. The search selects on the benchmark files
+configured (benchmarks/skab_layout.toml): no search, nothing tuned on SKAB; --window/--k/--score
+then override that one default for an experiment. The search selects on the benchmark files
 themselves, as the protocol has no separate validation files.
 
 The best configuration of a detector is the one with the highest F1 among those whose FAR does not
@@ -398,8 +399,9 @@ def variants_for(args: argparse.Namespace, base: Settings) -> list[Variant]:
         detectors = tuple(REGISTRY) if args.detector == "both" else (args.detector,)
     else:
         detectors = (det.detector,) if args.config else tuple(REGISTRY)
-    if args.defaults:
-        return [Variant(det.detector, base.data.features, base.data.window, det.threshold_k, det.score, det.consecutive_trigger, det.threshold_rule)]
+    if args.defaults:  # the product's defaults; --window/--k/--score override one of them for an experiment
+        window, k, method = (base.data.window if args.window is None else args.window), (det.threshold_k if args.k is None else args.k), args.score or det.score
+        return [Variant(det.detector, base.data.features, window, k, method, det.consecutive_trigger, det.threshold_rule)]
     if args.config:
         dims = {"signals": (base.data.features,), "window": (base.data.window,), "k": (det.threshold_k,), "score": (det.score,)}
     else:

@@ -121,6 +121,8 @@ def sim_case(args: argparse.Namespace, work: Path) -> list[dict]:
     settings = load_settings(None, env={}, db_url=f"sqlite:///{work / 'transfer.sqlite'}", model_dir=str(work / "models"))
     if args.epochs:
         settings = with_section(settings, "training", epochs=args.epochs)
+    if args.window:
+        settings = with_section(settings, "data", window=args.window)
     train_end = START + timedelta(days=args.train_days)
     test_start = train_end + timedelta(weeks=args.weeks_later)
     test_end = test_start + timedelta(days=args.test_days)
@@ -170,6 +172,8 @@ def _brief(row: dict) -> str:
 def skab_case(args: argparse.Namespace) -> list[dict]:
     """benchmarks/skab.py --defaults in a subprocess; its last line is the JSON of the result."""
     command = [sys.executable, str(Path(__file__).with_name("skab.py")), "--defaults", "--detector", "lstm_ae"]
+    if args.window:
+        command += ["--window", str(args.window)]
     if args.skab_data:
         command += ["--data", str(args.skab_data)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -191,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibrate-days", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--epochs", type=int, help="training epochs (default: the product's)")
+    parser.add_argument("--window", type=int, help="[data] window in samples (default: the product's), for both cases")
     parser.add_argument("--grid", action="store_true", help="also score the GRID of threshold and alarm rules on the same network")
     parser.add_argument("--skab-data", type=Path, help="SKAB directory (default: $SKAB_DATA or ../shared/datasets/skab)")
     args = parser.parse_args(argv)
