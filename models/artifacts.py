@@ -230,9 +230,9 @@ def load_bundle(model_dir: Path, version: str | None = None, expected_features: 
     version = metadata["version"]
     kind = detector_kind(metadata["detector"])
     if kind.uses_tensorflow:
-        from models.compile_cache import start_tensorflow
+        from models.compile_cache import use_cache
 
-        start_tensorflow(model_dir, version)  # before the first TensorFlow import, which reads the cache's place
+        use_cache(model_dir, version)  # before TensorFlow starts (only if a backfill needs the XLA graph), which reads the cache's place
     detector = kind.detector_class().load(version_dir(model_dir, version))
     return _bundle(metadata, detector)
 

@@ -1,13 +1,14 @@
 """Persistent XLA compilation cache next to the model versions: MODEL_DIR/compile-cache/<version>-<key>/.
 
-A cold process spends most of its first batch compiling the inference functions
-(models/inference.py). TensorFlow's persistent cache saves each XLA executable it compiles in a
-directory (a protocol buffer of machine code, never a Python object) and a later process loads it
-instead. <key> hashes what the machine code depends on besides the graph: the TensorFlow version,
-the CPU (model name and feature flags) and the XLA flags; the version name keeps each model
-version's entries apart, so `models warm` can remove the entries of versions that are gone.
-TensorFlow reads the directory when it starts, so `start_tensorflow` must run before it is first
-imported (later it changes nothing). COMPRESSOR_AD_COMPILE_CACHE=0 turns the cache off.
+A process that backfills (a call of more than NUMPY_UP_TO windows, models/inference.py) would spend
+most of its first batch compiling the XLA graph of models/xla_graph.py. TensorFlow's persistent
+cache saves each XLA executable it compiles in a directory (a protocol buffer of machine code, never
+a Python object) and a later process loads it instead. <key> hashes what the machine code depends on
+besides the graph: the TensorFlow version, the CPU (model name and feature flags) and the XLA flags;
+the version name keeps each model version's entries apart, so `models warm` can remove the entries
+of versions that are gone. Hourly runs score in NumPy and never start TensorFlow: loading a version
+only points TF_XLA_FLAGS at its directory (`use_cache`), which TensorFlow reads if and when it starts
+(after it has started, `use_cache` changes nothing). COMPRESSOR_AD_COMPILE_CACHE=0 turns the cache off.
 
 The cache runs machine code found on disk: give the directory the same protection as the model
 versions themselves.
@@ -24,14 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-from core.tf_startup import import_tensorflow, runtime_defaults
+from core.tf_startup import runtime_defaults
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR_NAME = "compile-cache"
 ENV_SWITCH = "COMPRESSOR_AD_COMPILE_CACHE"
 _FLAG = "--tf_xla_persistent_cache_directory"
-_in_use: list[Path] = []  # the directory this process started TensorFlow with
+_in_use: list[Path] = []  # the directory this process set in TF_XLA_FLAGS (at most one)
 
 
 def enabled() -> bool:
@@ -65,24 +66,28 @@ def cache_dir(model_dir: Path, version: str) -> Path:
     return Path(model_dir) / CACHE_DIR_NAME / f"{version}-{machine_key()}"
 
 
-def start_tensorflow(model_dir: Path, version: str) -> Path | None:
-    """Import TensorFlow with the cache of `version` on this machine (the directory; None when not used)."""
+def use_cache(model_dir: Path, version: str) -> Path | None:
+    """Point TensorFlow's persistent cache at `version`'s directory for when TensorFlow starts (the directory; None when not used).
+
+    Starts nothing: TensorFlow is imported only when the XLA graph is needed (models/inference.py).
+    A later call (another version loaded before TensorFlow started) replaces this process's own
+    directory, never one the operator set in TF_XLA_FLAGS.
+    """
     if "tensorflow" in sys.modules or not enabled():
-        import_tensorflow()
         return None
     flags = os.environ.get("TF_XLA_FLAGS", "")
+    if _in_use:
+        flags = flags.replace(f"{_FLAG}={_in_use.pop()}", "").strip()
     if _FLAG in flags:  # the operator's own cache directory wins
-        import_tensorflow()
         return None
     directory = cache_dir(model_dir, version)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         log.warning("compilation cache %s cannot be created (%s): compiling from scratch", directory, exc)
-        import_tensorflow()
+        os.environ["TF_XLA_FLAGS"] = flags
         return None
     os.environ["TF_XLA_FLAGS"] = f"{flags} {_FLAG}={directory}".strip()
-    import_tensorflow()
     _in_use.append(directory)
     log.debug("compilation cache %s (%d entries)", directory, _entries(directory)[0])
     return directory
@@ -94,7 +99,7 @@ def _entries(directory: Path) -> tuple[int, int]:
 
 
 def warm(model_dir: Path, version: str) -> None:
-    """Compile `version`'s inference functions into its cache now (train, models promote, models warm); drop the caches of versions that are gone."""
+    """Compile `version`'s XLA graph into its cache now (train, models promote, models warm); drop the caches of versions that are gone."""
     from models.artifacts import load_bundle, versions_dir
     from models.registry import detector_kind
 
@@ -105,11 +110,11 @@ def warm(model_dir: Path, version: str) -> None:
     bundle = load_bundle(model_dir, version)
     if not detector_kind(bundle.detector.name).uses_tensorflow:
         return
-    directory = _in_use[0] if _in_use else None
+    directory = _in_use[-1] if _in_use else None
     if directory is None or not directory.name.startswith(f"{version}-"):
         log.warning("TensorFlow was already started in this process: the compilation cache of %s was not written", version)
         return
-    bundle.detector.reconstructor.compile_all()
+    bundle.detector.reconstructor.compile_xla()  # starts TensorFlow with the directory load_bundle set
     existing = {p.name for p in versions_dir(model_dir).iterdir()} if versions_dir(model_dir).is_dir() else set()
     for stale in directory.parent.iterdir():
         if stale.is_dir() and stale.name.rsplit("-", 1)[0] not in existing:

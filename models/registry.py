@@ -1,7 +1,7 @@
 """The detectors the product knows, by the name saved in a model's metadata.
 
-A detector's class is imported only when it is asked for: the LSTM one starts TensorFlow, which
-models/compile_cache.py must configure first (`uses_tensorflow`).
+A detector's class is imported only when it is asked for. The LSTM one may start TensorFlow (for a
+backfill's XLA graph), whose compilation cache models/compile_cache.py points at first (`uses_tensorflow`).
 The names equal core.settings.DETECTORS, which validates `[detection] detector` without importing
 models/; importing this module fails when the two differ.
 """

@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "scoring_only", False):
             use_single_threaded_kernels()
         if args.command in ("train", "demo"):
-            import_tensorflow()  # scoring commands start it when they load a model (models/compile_cache.py)
+            import_tensorflow()  # scoring commands start it only for the XLA graph of a large call (models/inference.py)
         code = args.func(args, settings)
         sys.stdout.flush()
         return code

@@ -117,8 +117,8 @@ class Runner(Executor):
     def _execute(self, job: Job, compressors: list[str], report: RunReport) -> None:
         """`parallelism()` compressors at a time. A live run starts with the model's metadata only: compressors
         with windows to score raise ModelNeeded before writing anything, and only then is the model loaded
-        (TensorFlow started) and are those compressors run again; a run with nothing to score never starts
-        TensorFlow. One compressor's failure stops no other; a stop request or a database gone after
+        and are those compressors run again (an hour scores in NumPy: TensorFlow starts only for a call
+        large enough for the XLA graph, models/inference.py). One compressor's failure stops no other; a stop request or a database gone after
         retries ends the run before the next compressor."""
         mode = job.mode
         workers = max(1, min(self.parallelism(), len(compressors)))

@@ -164,11 +164,16 @@ def snapshot(engine: sa.Engine, tables: Tables) -> dict[str, pd.DataFrame]:
 
 
 def assert_same_tables(got: dict[str, pd.DataFrame], expected: dict[str, pd.DataFrame]) -> None:
-    """Identical rows in every result table (floats to 1e-9 relative: the same model on the same rows)."""
+    """The same rows in every result table: counts, flags and keys exact, floats to 1e-5 relative.
+
+    The same model on the same rows, but a window's score is the same whichever inference path
+    or batch scored it only to float32 round-off (models/inference.py): a live run scores an hour
+    in NumPy, a backfill or a differently batched run may score the same window otherwise.
+    """
     assert got.keys() == expected.keys()
     for name in expected:
         assert len(got[name]) == len(expected[name]), f"{name}: {len(got[name])} rows, expected {len(expected[name])}"
-        pd.testing.assert_frame_equal(got[name], expected[name], check_dtype=False, check_exact=False, rtol=1e-9, atol=1e-12, obj=name)
+        pd.testing.assert_frame_equal(got[name], expected[name], check_dtype=False, check_exact=False, rtol=1e-5, atol=1e-7, obj=name)
 
 
 def leases_held(engine: sa.Engine, tables: Tables) -> list[tuple[str, datetime]]:

@@ -90,30 +90,36 @@ def test_headwise_fast_path_matches_the_routed_model(model, fast, windows, head)
     np.testing.assert_allclose(errors, routed_errors(model, windows, head), atol=1e-4, rtol=1e-4)
 
 
-def test_parallel_batches_give_the_same_errors_as_one_thread(model, windows):
-    """Batches scored side by side on several threads land in their own rows, bit for bit."""
+def test_parallel_batches_give_the_same_errors_as_one_thread(model, windows, monkeypatch):
+    """XLA batches scored side by side on several threads land in their own rows, bit for bit."""
+    monkeypatch.setattr(inference, "NUMPY_UP_TO", 0)
     one_thread = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=8, workers=1).feature_errors(windows, 1)
     three_threads = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=8, workers=3).feature_errors(windows, 1)
     np.testing.assert_array_equal(three_threads, one_thread)
     np.testing.assert_allclose(three_threads, routed_errors(model, windows, 1), atol=1e-4, rtol=1e-4)
 
 
-def test_the_loop_graph_gives_the_numbers_of_the_unrolled_graph(model, windows, monkeypatch):
-    """Small calls run the steps as a loop, large ones unrolled: a window scores the same in an hourly run and in a backfill."""
-    looped = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=16).feature_errors(windows, 2)
-    monkeypatch.setattr(inference, "ROLLED_UP_TO", 0)
-    unrolled = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=16).feature_errors(windows, 2)
-    np.testing.assert_array_equal(looped, unrolled)
-    np.testing.assert_allclose(looped, routed_errors(model, windows, 2), atol=1e-4, rtol=1e-4)
+@pytest.mark.parametrize("head", range(HEADS))
+@pytest.mark.parametrize(("n", "numpy_batch", "xla_batch"), [(1, 256, 16), (37, 8, 16), (37, 256, 8), (100, 32, 512)])
+def test_numpy_gives_the_numbers_of_the_xla_graph_to_float32_round_off(model, head, n, numpy_batch, xla_batch, monkeypatch):
+    """Hourly calls score in NumPy, backfills in XLA: a window scores the same (relative 1e-5) in either, however the calls are batched."""
+    weights = NetworkWeights.from_model(model)
+    rng = np.random.default_rng(head)
+    raw = (rng.normal(size=(n, WINDOW, FEATURES)) * 3 + 10).astype(np.float32)
+    mean, std = np.full(FEATURES, 10, np.float32), np.full(FEATURES, 3, np.float32)
+    monkeypatch.setattr(inference, "NUMPY_BATCH", numpy_batch)
+    in_numpy = HeadwiseReconstructor(weights, batch_size=xla_batch).feature_errors(raw, head, mean, std)
+    monkeypatch.setattr(inference, "NUMPY_UP_TO", 0)
+    in_xla = HeadwiseReconstructor(weights, batch_size=xla_batch, workers=3).feature_errors(raw, head, mean, std)
+    assert in_numpy.dtype == np.float32 and in_numpy.shape == (n, FEATURES)
+    np.testing.assert_allclose(in_numpy, in_xla, rtol=1e-5, atol=1e-7)
 
 
-def test_the_loop_graph_on_its_smaller_batches_gives_the_numbers_of_the_unrolled_graph(model, windows, monkeypatch):
-    """The loop graph pads to at most ROLLED_BATCH windows (an hourly run), the unrolled one to the batch size."""
-    monkeypatch.setattr(inference, "ROLLED_BATCH", 8)
-    looped = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=16).feature_errors(windows, 1)  # 5 batches of 8
-    monkeypatch.setattr(inference, "ROLLED_UP_TO", 0)
-    unrolled = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=16).feature_errors(windows, 1)  # 3 batches of 16
-    np.testing.assert_array_equal(looped, unrolled)
+def test_numpy_sigmoid_is_stable_at_large_inputs():
+    x = np.array([-1000, -80, -1, 0, 1, 80, 1000], np.float32)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # exp(-1000) underflows to 0, as it should
+        y = inference._sigmoid(x)
+    np.testing.assert_allclose(y, 1 / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6, atol=0)
 
 
 def test_scaling_inside_the_compiled_function_equals_scaling_before_it(fast, windows):

@@ -1,7 +1,8 @@
 """The cron run: nothing to score starts no TensorFlow; the model is loaded only for the compressors that need it
-(TensorFlow without Keras or scikit-learn) and then writes what a run with the model loaded writes; the
-compilation cache is warmed by `models promote` and used by the next process, under a key that follows the
-TensorFlow version, the CPU and the XLA flags, and is the same in every process whatever it inherited."""
+and an hour is scored in NumPy (no TensorFlow, Keras or scikit-learn), writing what a run with the model loaded
+writes; TensorFlow starts without Keras for a backfill's XLA graph, whose compilation cache is warmed by
+`models promote` and used by the next process, under a key that follows the TensorFlow version, the CPU and
+the XLA flags, and is the same in every process whatever it inherited."""
 from __future__ import annotations
 
 import json
@@ -46,10 +47,31 @@ def test_a_run_with_nothing_to_score_starts_no_tensorflow_and_says_so(fleet, tmp
     assert "nothing to score, model not loaded" in idle["log"]
     append(engine, tables, fleet.live(1.5).loc[lambda rows: rows["timestamp"] > TRAIN_END + timedelta(hours=1)])
     busy = _cli([*common, "run", "--once"])
-    assert busy["code"] == 0 and busy["tensorflow"]
+    assert busy["code"] == 0 and not busy["tensorflow"], "an hour is scored in NumPy"
     assert not busy["keras"] and not busy["sklearn"], "scoring reads the weights file: no Keras model, no scikit-learn"
     assert "3 of 3 compressors have windows to score" in busy["log"]
     engine.dispose()
+
+
+def test_a_cron_run_scores_an_hour_without_tensorflow_and_writes_what_a_loaded_run_writes(fleet, tmp_path):
+    """`run --once` in a new process (NumPy inference) and a run in this process with the model loaded, on the same rows."""
+    config = write_config(tmp_path / "run.toml")
+    rows = fleet.live(1.0)
+    tables_of = {}
+    for name in ("cron", "loaded"):
+        settings = fleet.settings(f"sqlite:///{tmp_path / name}.sqlite", config)
+        engine, tables = prepared(settings.db_url, settings)
+        append(engine, tables, rows)
+        if name == "cron":
+            run = _cli(["--config", str(config), "--db-url", settings.db_url, "--model-dir", str(fleet.model_dir), "run", "--once"])
+            assert run["code"] == 0 and not run["tensorflow"] and not run["keras"]
+            assert "3 of 3 compressors have windows to score" in run["log"]
+        else:
+            run_live(settings, engine, fleet.bundle)
+        tables_of[name] = snapshot(engine, tables)
+        engine.dispose()
+    assert len(tables_of["loaded"]["lstm_predictions_detailed"]) > 0
+    assert_same_tables(tables_of["cron"], tables_of["loaded"])
 
 
 def test_loading_the_model_only_when_needed_writes_what_a_loaded_run_writes(fleet, tmp_path):
@@ -73,24 +95,29 @@ def test_loading_the_model_only_when_needed_writes_what_a_loaded_run_writes(flee
     assert_same_tables(tables_of["deferred"], tables_of["loaded"])
 
 
-def test_promote_warms_the_compilation_cache_and_the_next_run_compiles_nothing(fleet, tmp_path):
+def test_promote_warms_the_compilation_cache_and_the_next_backfill_compiles_nothing(fleet, tmp_path):
+    """A call of more than NUMPY_UP_TO windows (a backfill) starts TensorFlow and loads the XLA graph that `models promote` compiled."""
     model_dir = tmp_path / "models"
     shutil.copytree(fleet.model_dir, model_dir, ignore=shutil.ignore_patterns(compile_cache.CACHE_DIR_NAME))
     config = write_config(tmp_path / "run.toml")
     settings = fleet.settings(f"sqlite:///{tmp_path / 'cache.sqlite'}", config)
-    engine, tables = prepared(settings.db_url, settings)
-    append(engine, tables, fleet.live(1.0))
     common = ["--config", str(config), "--db-url", settings.db_url, "--model-dir", str(model_dir)]
     on = {"COMPRESSOR_AD_COMPILE_CACHE": "1"}
     assert _cli([*common, "models", "promote", fleet.bundle.version], on)["code"] == 0
     (directory,) = (model_dir / compile_cache.CACHE_DIR_NAME).iterdir()
     assert directory.name.startswith(f"{fleet.bundle.version}-")
     warmed = {p.name: p.stat().st_mtime_ns for p in directory.iterdir()}
-    assert len(warmed) >= 2, "both graphs (loop and unrolled) are in the cache"
-    run = _cli([*common, "run", "--once"], on)
-    assert run["code"] == 0 and run["tensorflow"]
-    assert {p.name: p.stat().st_mtime_ns for p in directory.iterdir()} == warmed, "the run loaded every executable and wrote none"
-    engine.dispose()
+    assert warmed, "the XLA graph is in the cache"
+    backfill = (
+        "import sys; import numpy as np; from core.threads import use_single_threaded_kernels; use_single_threaded_kernels(); "
+        "from models.artifacts import load_bundle; from models.inference import NUMPY_UP_TO; "
+        "bundle = load_bundle(sys.argv[1]); assert 'tensorflow' not in sys.modules; "
+        "bundle.detector.feature_errors(np.zeros((NUMPY_UP_TO + 1, bundle.window, len(bundle.features)), np.float32), bundle.compressors[0]); "
+        "assert 'tensorflow' in sys.modules and 'keras' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", backfill, str(model_dir)], cwd=ROOT, env=scheduler_env(on), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in directory.iterdir()} == warmed, "the backfill loaded the executable and wrote none"
 
 
 def test_the_cache_key_follows_tensorflow_cpu_and_xla_flags(monkeypatch):

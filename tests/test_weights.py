@@ -105,12 +105,12 @@ def _probe(bundle) -> np.ndarray:
     return (np.random.default_rng(4).normal(size=(300, bundle.window, len(bundle.features))) * 2 + 1).astype(np.float32)
 
 
-@pytest.mark.parametrize("graph", ["loop", "unrolled"])
-def test_the_weights_file_scores_as_the_keras_model_and_an_old_version_loads(trained_fleet, model_dir, monkeypatch, graph):
+@pytest.mark.parametrize("path", ["numpy", "xla"])
+def test_the_weights_file_scores_as_the_keras_model_and_an_old_version_loads(trained_fleet, model_dir, monkeypatch, path):
     from models import inference
 
-    if graph == "unrolled":
-        monkeypatch.setattr(inference, "ROLLED_UP_TO", 0)
+    if path == "xla":
+        monkeypatch.setattr(inference, "NUMPY_UP_TO", 0)
     version = trained_fleet["bundle"].version
     new = load_bundle(model_dir, version)
     assert new.detector._model is None, "scoring from the weights file builds no Keras model"
