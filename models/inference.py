@@ -59,18 +59,23 @@ def _lstm(projected: np.ndarray, recurrent: np.ndarray, steps: int, repeated: bo
 
 
 def numpy_feature_errors(windows: np.ndarray, mean: np.ndarray, std: np.ndarray, encoder: tuple[Layer, ...], head: tuple[Layer, ...]) -> np.ndarray:
-    """(batch, steps, features) raw windows -> (batch, features) mean squared errors; the function of models/xla_graph.py in NumPy."""
+    """(batch, steps, features) raw windows -> (batch, features) mean squared errors; the function of models/xla_graph.py in NumPy.
+
+    An extreme value gives inf or NaN errors for its window, silently, as the XLA graph does; the
+    caller drops non-finite scores (pipeline/scoring.py finite_only) and counts them.
+    """
     (k1, r1, b1), (k2, r2, b2), (kc, bc) = encoder
     (k3, r3, b3), (k4, r4, b4), (ko, bo) = head
     steps = windows.shape[1]
-    time_major = ((windows - mean) / std).transpose(1, 0, 2)  # scaled, (steps, batch, features)
-    h1 = _lstm(time_major @ k1 + b1, r1, steps, False)
-    h2 = _lstm(h1 @ k2 + b2, r2, steps, False)[-1]
-    code = h2 @ kc + bc
-    h3 = _lstm(code @ k3 + b3, r3, steps, True)
-    h4 = _lstm(h3 @ k4 + b4, r4, steps, False)
-    reconstruction = h4 @ ko + bo
-    return np.square(reconstruction - time_major).mean(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        time_major = ((windows - mean) / std).transpose(1, 0, 2)  # scaled, (steps, batch, features)
+        h1 = _lstm(time_major @ k1 + b1, r1, steps, False)
+        h2 = _lstm(h1 @ k2 + b2, r2, steps, False)[-1]
+        code = h2 @ kc + bc
+        h3 = _lstm(code @ k3 + b3, r3, steps, True)
+        h4 = _lstm(h3 @ k4 + b4, r4, steps, False)
+        reconstruction = h4 @ ko + bo
+        return np.square(reconstruction - time_major).mean(axis=0)
 
 
 class HeadwiseReconstructor:
