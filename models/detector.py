@@ -77,6 +77,10 @@ class Detector(Protocol):
         """Score in batches of `size` windows from now on; a speed and memory knob: scores agree to float32 rounding."""
         ...
 
+    def for_many_runs(self) -> None:
+        """This process will score many batches (a daemon): pay any one-off start-up once, for faster calls from then on; scores agree to float32 rounding."""
+        ...
+
     def save(self, directory: Path) -> list[str]:
         """Write the detector's files into `directory`; return their names (hashed by models/artifacts.py)."""
         ...

@@ -205,6 +205,9 @@ class IsolationForestDetector(CompressorHeads):
             raise ValueError(f"batch size must be at least 1, got {size}")
         self._batch_size = int(size)
 
+    def for_many_runs(self) -> None:
+        """Nothing to do: the forests have no start-up to pay."""
+
     def feature_errors(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """(n, window, F) raw windows of one compressor -> (n, F) mean squared standardised deviations."""
         unit, batch = self._units[self.head_of(cid)], self._batch_size

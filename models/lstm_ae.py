@@ -22,7 +22,7 @@ from core.settings import TrainingSettings
 from core.windows import WindowSet
 from models.detector import CompressorHeads, ScoreDetails
 from models.error_model import ErrorModel
-from models.inference import DEFAULT_BATCH, HeadwiseReconstructor
+from models.inference import DEFAULT_BATCH, NUMPY_UP_TO, HeadwiseReconstructor
 from models.scaler import CompressorScaler, RowMoments
 from models.weights import WEIGHTS_FILE, NetworkWeights
 
@@ -58,6 +58,7 @@ class LSTMAutoencoderDetector(CompressorHeads):
         self._weights: NetworkWeights | None = None  # read from the version's weights file, or taken from _model
         self.history: dict[str, list[float]] = {}
         self._batch_size = DEFAULT_BATCH
+        self._numpy_up_to = NUMPY_UP_TO
         self._reconstructor: HeadwiseReconstructor | None = None
         self._reconstructor_lock = threading.Lock()
 
@@ -178,7 +179,7 @@ class LSTMAutoencoderDetector(CompressorHeads):
     def reconstructor(self) -> HeadwiseReconstructor:
         with self._reconstructor_lock:  # compressors scored on several threads share one compiled path
             if self._reconstructor is None:
-                self._reconstructor = HeadwiseReconstructor(self.weights, self._batch_size)
+                self._reconstructor = HeadwiseReconstructor(self.weights, self._batch_size, numpy_up_to=self._numpy_up_to)
             return self._reconstructor
 
     def set_batch_size(self, size: int) -> None:
@@ -188,6 +189,13 @@ class LSTMAutoencoderDetector(CompressorHeads):
         with self._reconstructor_lock:
             self._batch_size = int(size)
             self._reconstructor = None
+
+    def for_many_runs(self) -> None:
+        """Every call through the compiled XLA graph from now on (TensorFlow started on the first call), not NumPy for small ones."""
+        with self._reconstructor_lock:
+            if self._numpy_up_to:
+                self._numpy_up_to = 0
+                self._reconstructor = None
 
     def feature_errors(self, windows: np.ndarray, cid: str) -> np.ndarray:
         """(n, window, features) raw windows of one compressor -> (n, features) squared errors."""

@@ -132,6 +132,7 @@ class Executor:
         self.owner = lease.make_owner_id()
         self.stop = StopRequested()
         self.observers: list[RunObserver] = []
+        self.long_lived = False  # set by run_forever: the model will score many runs in this process
 
     # ---------------------------------------------------------------- what subclasses decide
     def _prepare_model(self, mode: str) -> None:
@@ -257,6 +258,7 @@ class Executor:
         run ended (`schedule` reschedules a job when it returns), so runs never overlap. With notification
         channels, pending notifications are retried every minute between runs. Returns an exit code."""
         self.stop.install()
+        self.long_lived = True
         runs = {"count": 0, "failed": 0}
 
         def job():

@@ -41,6 +41,8 @@ class Runner(Executor):
         """The detector of the version in use (the promoted one when none is)."""
         started = time.perf_counter()
         self.bundle = load_for_settings(self.settings, self.bundle.version if self.bundle else None)
+        if self.long_lived:
+            self.bundle.detector.for_many_runs()
         log.info(
             "loaded model %s (%s, %d compressors) in %.2f s",
             self.bundle.version, self.bundle.detector.name, len(self.bundle.compressors), time.perf_counter() - started,

@@ -115,6 +115,13 @@ def test_numpy_gives_the_numbers_of_the_xla_graph_to_float32_round_off(model, he
     np.testing.assert_allclose(in_numpy, in_xla, rtol=1e-5, atol=1e-7)
 
 
+def test_numpy_up_to_zero_sends_every_call_through_the_compiled_graph(model, windows, fast):
+    compiled = HeadwiseReconstructor(NetworkWeights.from_model(model), batch_size=16, numpy_up_to=0)
+    got = compiled.feature_errors(windows[:5], 1)
+    assert compiled._xla is not None and fast.numpy_up_to == inference.NUMPY_UP_TO
+    np.testing.assert_allclose(got, fast.feature_errors(windows[:5], 1), rtol=1e-5, atol=1e-7)
+
+
 def test_numpy_sigmoid_is_stable_at_large_inputs():
     x = np.array([-1000, -80, -1, 0, 1, 80, 1000], np.float32)
     with np.errstate(over="raise", invalid="raise", divide="raise"):  # exp(-1000) underflows to 0, as it should
