@@ -67,8 +67,7 @@ def run(url: str, compressors: int, rows: int, incremental: int, epochs: int, mo
         train_end = START + timedelta(days=TRAIN_DAYS)
         bundle = train_and_publish(engine, tables, settings, START, train_end, promote_it=False)
 
-        bundle.detector.for_many_runs()  # as the daemon's runner does with the model it loads (scheduler/runner.py)
-        runner = Runner(settings, engine, bundle)
+        runner = Runner(settings, engine, bundle, long_lived=True)  # the daemon's hourly run, as well as the backfill
         timer = StageTimer()
         outcomes: list[BatchOutcome] = []
 

@@ -76,10 +76,11 @@ def cached_bundle(model_dir: str, version: str, features: tuple[str, ...]):
 class ModelPlugin(WorkerPlugin):
     """Per worker process: the pinned model version, loaded once, and a Runner that uses it."""
 
-    def __init__(self, settings: Settings, version: str, owner: str) -> None:
+    def __init__(self, settings: Settings, version: str, owner: str, long_lived: bool = False) -> None:
         self.settings = settings
         self.version = version
         self.owner = owner
+        self.long_lived = long_lived  # the client is a daemon: its workers score every call compiled, as a local daemon does
         self.runner: Runner | None = None
 
     def _load(self, address: str) -> None:
@@ -87,7 +88,7 @@ class ModelPlugin(WorkerPlugin):
         model_dir = Path(os.environ.get("COMPRESSOR_AD_MODEL_DIR") or self.settings.model_dir)
         settings = self.settings.replace(model_dir=model_dir)
         bundle = cached_bundle(str(model_dir), self.version, tuple(settings.data.features))
-        runner = Runner(settings, make_engine(settings.db_url), bundle)
+        runner = Runner(settings, make_engine(settings.db_url), bundle, long_lived=self.long_lived)
         runner.owner = self.owner
         self.runner = runner
         log.info("worker %s: loaded model %s from %s in %.2f s", address, self.version, model_dir, time.perf_counter() - started)
@@ -158,7 +159,7 @@ class DaskExecutor(Executor):
         version = current_version(self.settings.model_dir)
         metadata = read_metadata(self.settings.model_dir, version)
         started = time.perf_counter()
-        self.client.register_plugin(ModelPlugin(self.settings, version, self.owner), name=self.plugin_name)
+        self.client.register_plugin(ModelPlugin(self.settings, version, self.owner, self.long_lived), name=self.plugin_name)
         self.version, self.detector = version, metadata["detector"]
         log.info("model %s (%s, %d compressors) loaded on every worker in %.2f s", version, metadata["detector"], len(metadata["compressors"]), time.perf_counter() - started)
 

@@ -25,9 +25,11 @@ log = logging.getLogger(__name__)
 class Runner(Executor):
     """Holds the engine, tables and loaded model of one scheduler process and scores its compressors here."""
 
-    def __init__(self, settings: Settings, engine: sa.Engine, bundle: ModelBundle | None = None) -> None:
+    def __init__(self, settings: Settings, engine: sa.Engine, bundle: ModelBundle | None = None, long_lived: bool = False) -> None:
         super().__init__(settings, engine)
         self.bundle = bundle
+        self.long_lived = long_lived
+        self._suit_model_to_process()
 
     def _prepare_model(self, mode: str) -> None:
         """A live run starts with the promoted model's metadata only; a backfill loads the model."""
@@ -36,13 +38,19 @@ class Runner(Executor):
                 self.bundle = metadata_for_settings(self.settings)
         elif self.bundle is None or not self.bundle.loaded:
             self._load_model()
+        self._suit_model_to_process()
+
+    def _suit_model_to_process(self) -> None:
+        """The one place of the daemon decision: a long-lived process (run_forever, a Dask worker) scores
+        every call of the loaded model compiled; a one-run process keeps the detector's own choice."""
+        if self.long_lived and self.bundle is not None and self.bundle.loaded:
+            self.bundle.detector.for_many_runs()
 
     def _load_model(self) -> None:
         """The detector of the version in use (the promoted one when none is)."""
         started = time.perf_counter()
         self.bundle = load_for_settings(self.settings, self.bundle.version if self.bundle else None)
-        if self.long_lived:
-            self.bundle.detector.for_many_runs()
+        self._suit_model_to_process()
         log.info(
             "loaded model %s (%s, %d compressors) in %.2f s",
             self.bundle.version, self.bundle.detector.name, len(self.bundle.compressors), time.perf_counter() - started,

@@ -271,3 +271,23 @@ def test_episodes_opened_on_workers_are_notified_once_also_after_a_replay(traine
     assert receiver.rejected == 0 and len(keys) == len(set(keys)) == len(opened)
     assert {(m["body"]["compressor_id"], m["body"]["start_time"]) for m in receiver.received} == {(cid, start.isoformat()) for cid, start in opened}
     assert outbox == ["sent"] * len(opened)
+
+
+def test_a_daemons_workers_score_every_call_compiled_and_a_one_run_clients_keep_numpy(trained_fleet, tmp_path):
+    """The worker's Runner takes the client's long-lived flag (scheduler/runner.py decides what it means)."""
+    from models.inference import NUMPY_UP_TO
+    from scheduler.dask_executor import ModelPlugin, cached_bundle
+
+    settings = trained_fleet["settings"]
+    version = trained_fleet["bundle"].version
+    seen = {}
+    try:
+        for name, long_lived in (("one run", False), ("daemon", True)):  # one run first: both share the cached bundle
+            cached_bundle.cache_clear()
+            plugin = ModelPlugin(settings, version, "test-owner", long_lived)
+            plugin._load("tcp://127.0.0.1:0")
+            seen[name] = (plugin.runner.long_lived, plugin.runner.bundle.detector.reconstructor.numpy_up_to)
+            plugin.runner.engine.dispose()
+    finally:
+        cached_bundle.cache_clear()
+    assert seen == {"one run": (False, NUMPY_UP_TO), "daemon": (True, 0)}
