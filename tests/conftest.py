@@ -15,6 +15,10 @@ from datetime import datetime, timedelta
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# NumPy's BLAS on one thread, as in the product's scoring processes (core/threads.py), so that a window scored
+# here and one scored by a `run` subprocess take the same kernels; set before NumPy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("COMPRESSOR_AD_COMPILE_CACHE", "0")  # models/compile_cache.py: no warm-up after each `train` in tests
 
 from core.settings import Settings, load_settings, with_section  # noqa: E402

@@ -20,6 +20,7 @@ from core.settings import load_settings
 from db.engine import make_engine
 from db.schema import build_tables
 from db.source import read_rows
+from tolerances import SCORE_RTOL
 from models.artifacts import load_bundle
 from pipeline.scoring import score_windows
 from pipeline.training_data import load_normal_windows
@@ -100,7 +101,7 @@ def _check_scores(stored: pd.DataFrame, trained: Trained) -> None:
     assert not stored.duplicated(["compressor_id", "window_end"]).any()
     merged = stored.merge(trained.expected, on=["compressor_id", "window_end"], how="left", suffixes=("", "_expected"), validate="1:1")
     assert merged["score_expected"].notna().all(), "a stored window has no counterpart in memory"
-    np.testing.assert_allclose(merged["score"], merged["score_expected"], rtol=1e-6)
+    np.testing.assert_allclose(merged["score"], merged["score_expected"], rtol=SCORE_RTOL)
     threshold = merged["compressor_id"].map(trained.thresholds)
     clear = (merged["score"] - threshold).abs() > 1e-6 * threshold  # flags of scores at the threshold may differ by rounding
     assert (merged.loc[clear, "is_anomaly"] == merged.loc[clear, "is_anomaly_expected"].astype(bool)).all()

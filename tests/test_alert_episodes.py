@@ -18,6 +18,7 @@ from models.artifacts import ModelBundle
 from scheduler.cli import main
 from scheduler.runner import Runner
 from scheduler_harness import START, TRAIN_END, append, prepared, trained_small_fleet, write_config
+from tolerances import SCORE_RTOL
 
 EPISODE_FIELDS = ["compressor_id", "model_version", "start_time", "end_time", "peak_score", "peak_at", "top_features"]
 
@@ -115,7 +116,7 @@ def test_episodes_follow_windows_and_survive_replay_and_backfill(fleet, kind, on
     settings2, engine2, tables2 = on_database(kind, "one_pass")
     append(engine2, tables2, t[t["timestamp"] <= TRAIN_END + timedelta(hours=3)])
     Runner(settings2, engine2, bundle).run_once()
-    pd.testing.assert_frame_equal(episodes(engine2, tables2)[EPISODE_FIELDS], first[EPISODE_FIELDS], check_exact=False, rtol=1e-9)
+    pd.testing.assert_frame_equal(episodes(engine2, tables2)[EPISODE_FIELDS], first[EPISODE_FIELDS], check_exact=False, rtol=SCORE_RTOL)
 
 
 @pytest.mark.parametrize("kind", KINDS)

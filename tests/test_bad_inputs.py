@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler.cli import main
-from scheduler_harness import INTERVAL, TRAIN_END, append, prepared, run_live, snapshot, trained_small_fleet, write_config
+from scheduler_harness import INTERVAL, TRAIN_END, append, assert_same_tables, prepared, run_live, snapshot, trained_small_fleet, write_config
 
 RESULT_TABLES = ("lstm_predictions_detailed", "anomaly_detection_results", "lstm_scheduler_checkpoint")
 
@@ -41,8 +41,8 @@ def _summary(engine, tables) -> pd.DataFrame:
 
 
 def _same(got: dict, expected: dict, names=RESULT_TABLES) -> None:
-    for name in names:
-        pd.testing.assert_frame_equal(got[name], expected[name], check_dtype=False, rtol=1e-9, obj=name)
+    """The same rows; a window scored in another batch is the same to float32 round-off (assert_same_tables)."""
+    assert_same_tables({n: got[n] for n in names}, {n: expected[n] for n in names})
 
 
 def _at(rows: pd.DataFrame, after: timedelta, count: int) -> pd.Series:

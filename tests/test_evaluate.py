@@ -20,6 +20,7 @@ from models.alarms import AlarmRule
 from db.engine import make_engine
 from db.schema import build_tables, create_all
 from db.source import write_telemetry
+from tolerances import SCORE_RTOL
 from evaluation.evaluate import OVERALL, evaluate_range
 from evaluation.metrics import auroc, point_metrics
 from evaluation.report import REPORT_FILE, write_report
@@ -141,7 +142,7 @@ def test_scores_and_alerts_equal_a_backfill_of_the_same_range(day2, trained_flee
     stored["window_end"] = pd.to_datetime(stored["window_end"])
     both = day2.frame.merge(stored, on=["compressor_id", "window_end"], suffixes=("", "_stored"), validate="one_to_one")
     assert len(both) == len(day2.frame) == len(stored)
-    np.testing.assert_allclose(both["score"], both["score_stored"], rtol=1e-6)
+    np.testing.assert_allclose(both["score"], both["score_stored"], rtol=SCORE_RTOL)
     assert (both["triggered"] == both["triggered_stored"].astype(bool)).all()
 
 

@@ -9,6 +9,7 @@ from core.windows import WindowSet
 import pipeline.scoring as scoring
 from core.errors import UnknownCompressorError
 from db.schema import build_tables
+from tolerances import SCORE_RTOL
 from models.alarms import AlarmRule, AlarmState
 from models.artifacts import ModelBundle
 from pipeline.scoring import score_windows, top_features
@@ -72,8 +73,8 @@ def test_score_windows_columns_and_consistency(trained_fleet, fleet_windows):
     np.testing.assert_array_equal(frame["top_features"].notna(), frame["is_anomaly"])
     errors = frame[list(error_columns)].to_numpy()
     assert np.isfinite(errors).all() and (errors >= 0).all()
-    np.testing.assert_allclose(errors, bundle.detector.feature_errors(ws.windows, "C01"), rtol=1e-6)
-    np.testing.assert_allclose(frame["score"], bundle.detector.anomaly_score(ws.windows, "C01"), rtol=1e-6)
+    np.testing.assert_allclose(errors, bundle.detector.feature_errors(ws.windows, "C01"), rtol=SCORE_RTOL)
+    np.testing.assert_allclose(frame["score"], bundle.detector.anomaly_score(ws.windows, "C01"), rtol=SCORE_RTOL)
 
 
 def test_threshold_comparison_and_trigger(trained_fleet, fleet_windows):
@@ -105,8 +106,8 @@ def test_chunked_scoring_equals_one_pass(trained_fleet, fleet_windows, monkeypat
     whole = score_windows(bundle, "C01", fleet_windows["day2"], error_columns)
     monkeypatch.setattr(scoring, "INFERENCE_CHUNK", 97)
     chunked = score_windows(bundle, "C01", fleet_windows["day2"], error_columns)
-    np.testing.assert_allclose(chunked[list(error_columns)], whole[list(error_columns)], rtol=1e-6)
-    np.testing.assert_allclose(chunked["score"], whole["score"], rtol=1e-6)
+    np.testing.assert_allclose(chunked[list(error_columns)], whole[list(error_columns)], rtol=SCORE_RTOL)
+    np.testing.assert_allclose(chunked["score"], whole["score"], rtol=SCORE_RTOL)
     np.testing.assert_array_equal(chunked["is_anomaly"], whole["is_anomaly"])
 
 
