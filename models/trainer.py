@@ -23,6 +23,18 @@ from models.weights import ENCODER_LAYERS, head_layer_names
 log = logging.getLogger(__name__)
 
 
+class _OneStepPerHead(logging.Filter):
+    """Drops TensorFlow's "N out of the last N calls ... triggered tf.function retracing" warning: this trainer
+    compiles one step and one loss function per head on purpose (each traced once), which that heuristic
+    reports as retracing on every fleet of more than four compressors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_OneStepPerHead())
+
+
 @dataclass
 class HeadData:
     """Scaled training and validation windows of one head."""

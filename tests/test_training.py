@@ -84,6 +84,16 @@ def test_unknown_detector(tmp_path):
         make_detector(unchecked)
 
 
+def test_a_fleet_of_many_heads_trains_without_tensorflows_retracing_warning(tmp_path, caplog):
+    """One compiled step per head is intended: TensorFlow's retracing heuristic must not reach the operator's log."""
+    fleet = simulate_fleet(6, 0.25, start=datetime(2026, 1, 1), seed=4, features=FEATURES, fault_free_days=1.0)
+    settings = with_section(small_settings(tmp_path), "training", epochs=1)
+    with caplog.at_level(logging.WARNING):
+        bundle = train_bundle(windows_of(fleet.telemetry, settings), settings, (None, None))
+    assert len(bundle.thresholds) == 6
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+
+
 # ------------------------------------------------------------- trained models
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
