@@ -104,6 +104,7 @@ class DetectionSettings:
     alarm_k: int = 20
     cusum_h: float = 5.0
     quiet_windows: int = 60
+    threshold_check_hours: float = 24.0  # after a live run: recent windows above the threshold vs the calibrated rate (0: off)
 
 
 @dataclass(frozen=True)
@@ -324,6 +325,7 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
     ("detection", "alarm_k"): (1, MAX_ALARM_WINDOWS, True),
     ("detection", "cusum_h"): (0, 1_000, False),
     ("detection", "quiet_windows"): (0, 100_000, True),
+    ("detection", "threshold_check_hours"): (0, 8_760, True),
     ("training", "epochs"): (1, 100_000, True),
     ("training", "batch_size"): (1, 1_000_000, True),
     ("training", "learning_rate"): (0, 1, False),

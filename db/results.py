@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 import sqlalchemy as sa
@@ -96,6 +96,24 @@ def stored_windows(conn: sa.Connection, tables: Tables, compressor_id: str, afte
         )
     )
     return pd.DataFrame(result.fetchall(), columns=["window_end", "model_version"])
+
+
+def recent_flagged(conn: sa.Connection, tables: Tables, compressor_id: str, model_version: str, hours: float) -> tuple[int, int]:
+    """(windows, windows above the threshold) of one compressor and model version among those ending in the
+    `hours` before its latest stored window (both ends indexed range queries on compressor_id, window_end)."""
+    table = tables.detailed
+    mine = (table.c.compressor_id == compressor_id, table.c.model_version == model_version)
+    latest = conn.execute(sa.select(sa.func.max(table.c.window_end)).where(*mine)).scalar_one()
+    if latest is None:
+        return 0, 0
+    if isinstance(latest, str):  # SQLite hands aggregates of DateTime columns back as text
+        latest = datetime.fromisoformat(latest)
+    windows, flagged = conn.execute(
+        sa.select(sa.func.count(), sa.func.sum(sa.case((table.c.is_anomaly, 1), else_=0))).where(
+            *mine, table.c.window_end > latest - timedelta(hours=hours)
+        )
+    ).one()
+    return int(windows or 0), int(flagged or 0)
 
 
 def stored_alarm_state(

@@ -16,6 +16,9 @@ The network never sees the windows its thresholds are calibrated on:
 
 `calibrate` (scheduler/cli.py) reuses the last two steps on a later normal period with the
 network untouched: all windows of that period are held out.
+
+`threshold_holds` is the check on live data that a threshold still means what its calibration
+says: the share of recent windows above it against the rate it was calibrated for.
 """
 from __future__ import annotations
 
@@ -35,6 +38,11 @@ log = logging.getLogger(__name__)
 
 _BLOCKS = 10
 MIN_CALIBRATION_WINDOWS = 20
+# A recent above-threshold rate this many times the calibrated one, and this many standard errors
+# above it, says the threshold no longer holds (or the compressor is not running normally).
+DRIFT_FACTOR = 3.0
+DRIFT_Z = 3.0
+MIN_INDEPENDENT_WINDOWS = 10  # fewer (windows / window length) say nothing either way
 
 
 @dataclass(frozen=True)
@@ -142,3 +150,26 @@ def calibrate_compressor(detector: Detector, cid: str, held_out: WindowSet, sett
         target_rate=target,
         held_out_rate=float(np.mean(scores > threshold)),
     )
+
+
+def calibrated_rate(calibration: dict) -> float | None:
+    """The share of normal windows a compressor's threshold was calibrated to leave above it: the target
+    rate, else (mean_std, alarm_budget) the held-out rate, at least one held-out window's worth."""
+    if not calibration:
+        return None
+    if calibration.get("target_rate") is not None:
+        return float(calibration["target_rate"])
+    return max(float(calibration.get("held_out_rate") or 0.0), 1.0 / max(int(calibration.get("windows") or 1), 1))
+
+
+def threshold_holds(windows: int, flagged: int, rate: float, window: int) -> bool:
+    """False when `flagged` of `windows` recent windows above the threshold is far over `rate`: more than
+    DRIFT_FACTOR times it and DRIFT_Z standard errors above it. Overlapping windows of `window` samples
+    count as windows / window independent ones; under MIN_INDEPENDENT_WINDOWS of those it holds (no evidence),
+    so a single excursion does not decide."""
+    independent = windows / max(window, 1)
+    if independent < MIN_INDEPENDENT_WINDOWS:
+        return True
+    observed = flagged / windows
+    standard_error = float(np.sqrt(rate * (1.0 - rate) / independent))
+    return not (observed > DRIFT_FACTOR * rate and observed - rate > DRIFT_Z * standard_error)

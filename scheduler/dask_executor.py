@@ -137,6 +137,7 @@ class DaskExecutor(Executor):
         self.plugin_name = f"compressor-ad-{self.owner}"
         self.version: str | None = None
         self.detector: str | None = None
+        self._calibration: dict[str, dict] = {}
         self.client: Client | None = None
         self._closing = contextlib.ExitStack()
 
@@ -160,11 +161,14 @@ class DaskExecutor(Executor):
         metadata = read_metadata(self.settings.model_dir, version)
         started = time.perf_counter()
         self.client.register_plugin(ModelPlugin(self.settings, version, self.owner, self.long_lived), name=self.plugin_name)
-        self.version, self.detector = version, metadata["detector"]
+        self.version, self.detector, self._calibration = version, metadata["detector"], metadata.get("calibration", {})
         log.info("model %s (%s, %d compressors) loaded on every worker in %.2f s", version, metadata["detector"], len(metadata["compressors"]), time.perf_counter() - started)
 
     def model_info(self) -> dict[str, str] | None:
         return {"version": self.version, "detector": self.detector} if self.version else None
+
+    def calibration(self) -> dict[str, dict]:
+        return self._calibration
 
     def _execute(self, job: Job, compressors: list[str], report: RunReport) -> None:
         """One task per compressor, results taken as they complete; a stop request cancels the unfinished ones."""

@@ -29,6 +29,7 @@ from pipeline.batch import BatchOutcome, write_summary
 from scheduler import lease
 from scheduler.notifier import deliver_after_run
 from scheduler.retry import with_retries
+from scheduler.threshold_health import warn_where_not_holding
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,10 @@ class Executor:
         """{"version", "detector"} of the model in use, None before one is known."""
         raise NotImplementedError
 
+    def calibration(self) -> dict[str, dict]:
+        """Per compressor, how the threshold of the model in use was calibrated (models/calibration.py)."""
+        raise NotImplementedError
+
     def _execute(self, job: Job, compressors: list[str], report: RunReport) -> None:
         """Run `job` for each compressor: its outcomes (in compressor order) and failures into `report`,
         each ended batch passed to `_batch_done`."""
@@ -232,6 +237,8 @@ class Executor:
                 extra={"batch_id": report.batch_id, "mode": job.mode, "duration_s": round(report.duration_s, 3), **totals},
             )
             deliver_after_run(self.engine, self.tables, self.settings)
+            if job.mode == "live":
+                self._check_thresholds(report)
         except Exception as exc:
             for observer in self.observers:
                 observer.on_run_failed(self, job.mode, exc, time.perf_counter() - started)
@@ -239,6 +246,15 @@ class Executor:
         for observer in self.observers:
             observer.on_run(self, report)
         return report
+
+    def _check_thresholds(self, report: RunReport) -> None:
+        """A WARNING for every compressor scored in this run whose threshold no longer holds (scheduler/threshold_health.py)."""
+        scored: dict[str, list[str]] = {}
+        for outcome in report.outcomes:
+            if outcome.status == "ok" and outcome.windows_scored and outcome.model_version:
+                scored.setdefault(outcome.model_version, []).append(outcome.compressor_id)
+        for version, compressors in scored.items():
+            warn_where_not_holding(self.engine, self.tables, self.settings, version, self.calibration(), compressors)
 
     def run_once(self, only: list[str] | None = None, min_records: int | None = None) -> RunReport:
         """Score every compressor's new rows since its checkpoint."""

@@ -59,6 +59,9 @@ class Runner(Executor):
     def model_info(self) -> dict[str, str] | None:
         return {"version": self.bundle.version, "detector": self.bundle.detector.name} if self.bundle else None
 
+    def calibration(self) -> dict[str, dict]:
+        return self.bundle.calibration if self.bundle else {}
+
     def _run_note(self) -> str:
         return "" if self.bundle.loaded else "; nothing to score, model not loaded"
 
