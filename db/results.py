@@ -98,9 +98,10 @@ def stored_windows(conn: sa.Connection, tables: Tables, compressor_id: str, afte
     return pd.DataFrame(result.fetchall(), columns=["window_end", "model_version"])
 
 
-def recent_flagged(conn: sa.Connection, tables: Tables, compressor_id: str, model_version: str, hours: float) -> tuple[int, int]:
+def recent_flagged(conn: sa.Connection, tables: Tables, compressor_id: str, model_version: str, hours: float, mode: str) -> tuple[int, int]:
     """(windows, windows above the threshold) of one compressor and model version among those ending in the
-    `hours` before its latest stored window (both ends indexed range queries on compressor_id, window_end)."""
+    `hours` before its latest stored window, in operating mode `mode` and outside maintenance (rows of
+    releases before those columns count). Both are indexed range queries on compressor_id, window_end."""
     table = tables.detailed
     mine = (table.c.compressor_id == compressor_id, table.c.model_version == model_version)
     latest = conn.execute(sa.select(sa.func.max(table.c.window_end)).where(*mine)).scalar_one()
@@ -110,7 +111,10 @@ def recent_flagged(conn: sa.Connection, tables: Tables, compressor_id: str, mode
         latest = datetime.fromisoformat(latest)
     windows, flagged = conn.execute(
         sa.select(sa.func.count(), sa.func.sum(sa.case((table.c.is_anomaly, 1), else_=0))).where(
-            *mine, table.c.window_end > latest - timedelta(hours=hours)
+            *mine,
+            table.c.window_end > latest - timedelta(hours=hours),
+            sa.or_(table.c.operating_mode.is_(None), table.c.operating_mode == mode),
+            sa.or_(table.c.maintenance.is_(None), table.c.maintenance == sa.false()),
         )
     ).one()
     return int(windows or 0), int(flagged or 0)

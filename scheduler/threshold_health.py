@@ -1,7 +1,8 @@
 """After a live run: does each scored compressor's threshold still hold on its recent windows?
 
 A threshold is calibrated to leave a known share of normal windows above it (models/calibration.py).
-When the share among the windows of the last `[detection] threshold_check_hours` is far over that
+When the share among the windows of the last `[detection] threshold_check_hours` (running, outside
+maintenance: the windows that can raise an alert) is far over that
 (models.calibration.threshold_holds), either the compressor is not running normally (its alerts
 say so too) or normal operation has moved away from the calibration period (ageing, new
 set-points, a season), and the alerts it raises are not to be trusted until `calibrate` has been
@@ -19,6 +20,7 @@ from core.settings import Settings
 from db.results import recent_flagged
 from db.schema import Tables
 from models.calibration import calibrated_rate, threshold_holds
+from pipeline.suppression import RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ def assess(
             rate = calibrated_rate(calibration.get(cid, {}))
             if rate is None:
                 continue
-            windows, flagged = recent_flagged(conn, tables, cid, model_version, hours)
+            windows, flagged = recent_flagged(conn, tables, cid, model_version, hours, RUNNING)
             found.append(ThresholdHealth(cid, model_version, hours, windows, flagged, rate, threshold_holds(windows, flagged, rate, settings.data.window)))
     return found
 

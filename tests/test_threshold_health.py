@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -90,3 +91,16 @@ def test_the_check_is_off_at_zero_hours(shifted, caplog):
     with caplog.at_level(logging.WARNING, logger="scheduler.threshold_health"):
         assert Runner(settings, engine).run_once().ok
     assert not [r for r in caplog.records if r.name == "scheduler.threshold_health"]
+
+
+def test_windows_under_maintenance_do_not_count(shifted, trained_fleet, caplog):
+    """C01's new operating point inside a maintenance window raises no alert, so it says nothing about the threshold."""
+    settings, engine, tables = shifted
+    args = ["--db-url", settings.db_url, "--model-dir", str(settings.model_dir)]
+    start, end = trained_fleet["train_end"], trained_fleet["train_end"] + timedelta(days=2)
+    assert main([*args, "maintenance", "add", "--compressor", "C01", "--start", start.isoformat(), "--end", end.isoformat(), "--reason", "set-point trial"]) == 0
+    with caplog.at_level(logging.WARNING, logger="scheduler.threshold_health"):
+        assert Runner(settings, engine).run_once().ok
+    assert not [r for r in caplog.records if r.name == "scheduler.threshold_health" and "C01" in r.getMessage()]
+    c01 = {row["compressor_id"]: row for row in fleet_status(engine, tables, settings)}["C01"]["threshold"]
+    assert c01["holds"] is True and c01["windows"] < 100  # the day-1 windows before the maintenance window, at most
