@@ -95,3 +95,14 @@ def trained_fleet(tmp_path_factory):
     bundle = train_and_publish(engine, tables, settings, START, train_end)
     engine.dispose()
     return {"settings": settings, "fleet": fleet, "bundle": bundle, "train_end": train_end, "dir": tmp}
+
+
+def copy_of_trained_fleet(trained_fleet: dict, tmp_path) -> Settings:
+    """The shared trained fleet's database and model directory copied under tmp_path (for tests that write)."""
+    import shutil
+
+    settings = trained_fleet["settings"]
+    db = tmp_path / "fleet.sqlite"
+    shutil.copy(settings.db_url.removeprefix("sqlite:///"), db)
+    shutil.copytree(settings.model_dir, tmp_path / "models")
+    return settings.replace(db_url=f"sqlite:///{db}", model_dir=tmp_path / "models")

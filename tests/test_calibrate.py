@@ -1,6 +1,5 @@
 """`calibrate`: new thresholds from a later normal period, network weights kept, parent recorded;
 `models list` shows each compressor's calibration; old result tables gain the new columns."""
-import shutil
 from datetime import timedelta
 
 import numpy as np
@@ -12,17 +11,15 @@ from db.schema import ADDED_COLUMNS, build_tables, create_all
 from db_servers import KINDS, database
 from models.artifacts import current_version, load_bundle, read_metadata
 from scheduler.cli import main
+from tests.conftest import copy_of_trained_fleet
 
 
 @pytest.fixture
 def copied(trained_fleet, tmp_path):
     """The shared trained fleet's database and model directory, copied so that calibrate may write."""
-    settings = trained_fleet["settings"]
-    db = tmp_path / "fleet.sqlite"
-    shutil.copy(settings.db_url.removeprefix("sqlite:///"), db)
-    shutil.copytree(settings.model_dir, tmp_path / "models")
-    args = ["--db-url", f"sqlite:///{db}", "--model-dir", str(tmp_path / "models")]
-    return {"args": args, "model_dir": tmp_path / "models", "parent": trained_fleet["bundle"].version, **trained_fleet}
+    settings = copy_of_trained_fleet(trained_fleet, tmp_path)
+    args = ["--db-url", settings.db_url, "--model-dir", str(settings.model_dir)]
+    return {"args": args, "model_dir": settings.model_dir, "parent": trained_fleet["bundle"].version, **trained_fleet}
 
 
 def normal_day2(trained_fleet):

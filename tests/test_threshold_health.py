@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from datetime import timedelta
 
 import pytest
@@ -16,6 +15,7 @@ from models.calibration import DRIFT_FACTOR, calibrated_rate, threshold_holds
 from scheduler.cli import main
 from scheduler.runner import Runner
 from scheduler.status import fleet_status, format_status
+from tests.conftest import copy_of_trained_fleet
 
 
 def test_a_threshold_holds_until_the_recent_rate_is_both_several_times_and_significantly_over():
@@ -41,11 +41,7 @@ def test_the_calibrated_rate_is_the_target_else_the_held_out_rate():
 @pytest.fixture
 def shifted(trained_fleet, tmp_path):
     """The trained fleet's database and models, copied; C01 moved to a new operating point after training."""
-    settings = trained_fleet["settings"]
-    db = tmp_path / "fleet.sqlite"
-    shutil.copy(settings.db_url.removeprefix("sqlite:///"), db)
-    shutil.copytree(settings.model_dir, tmp_path / "models")
-    settings = settings.replace(db_url=f"sqlite:///{db}", model_dir=tmp_path / "models")
+    settings = copy_of_trained_fleet(trained_fleet, tmp_path)
     tables = build_tables(settings)
     signal = settings.data.features[0]
     day1 = trained_fleet["fleet"].telemetry
