@@ -29,7 +29,7 @@ from pipeline.batch import BatchOutcome, write_summary
 from scheduler import lease
 from scheduler.notifier import deliver_after_run
 from scheduler.retry import with_retries
-from scheduler.threshold_health import warn_where_not_holding
+from scheduler.threshold_health import ThresholdHealth, check_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ class RunReport:
     """Outcome of one run over the fleet: the batches that ran (in compressor order) and the compressors that failed.
 
     A compressor skipped because another scheduler holds its lease is in neither list. `workers`: where
-    each compressor's task ran (the Dask worker's address; empty for the local executor).
+    each compressor's task ran (the Dask worker's address; empty for the local executor). `thresholds`:
+    the threshold check of each compressor a live run scored (scheduler/threshold_health.py).
     """
 
     batch_id: str
@@ -74,6 +75,7 @@ class RunReport:
     failed: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     workers: dict[str, str] = field(default_factory=dict)
+    thresholds: list[ThresholdHealth] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -248,13 +250,13 @@ class Executor:
         return report
 
     def _check_thresholds(self, report: RunReport) -> None:
-        """A WARNING for every compressor scored in this run whose threshold no longer holds (scheduler/threshold_health.py)."""
+        """The threshold check of every compressor scored in this run, into the report; a WARNING where it no longer holds."""
         scored: dict[str, list[str]] = {}
         for outcome in report.outcomes:
             if outcome.status == "ok" and outcome.windows_scored and outcome.model_version:
                 scored.setdefault(outcome.model_version, []).append(outcome.compressor_id)
         for version, compressors in scored.items():
-            warn_where_not_holding(self.engine, self.tables, self.settings, version, self.calibration(), compressors)
+            report.thresholds += check_thresholds(self.engine, self.tables, self.settings, version, self.calibration(), compressors)
 
     def run_once(self, only: list[str] | None = None, min_records: int | None = None) -> RunReport:
         """Score every compressor's new rows since its checkpoint."""

@@ -57,6 +57,17 @@ class DaemonMetrics(RunObserver):
         self.alert_open = Gauge(
             "compressor_ad_alert_open", "1 while the compressor has an open alert episode (its live checkpoint's alarm state)", by_cid, registry=r
         )
+        self.threshold_holds = Gauge(
+            "compressor_ad_threshold_holds",
+            "1 while the compressor's recent share of windows above its threshold is consistent with its calibration, 0 when far over it",
+            by_cid, registry=r,
+        )
+        self.recent_above_threshold = Gauge(
+            "compressor_ad_recent_above_threshold_ratio", "Share of the compressor's windows of the last threshold_check_hours above its threshold", by_cid, registry=r
+        )
+        self.calibrated_above_threshold = Gauge(
+            "compressor_ad_calibrated_above_threshold_ratio", "Share of normal windows the compressor's threshold was calibrated to leave above it", by_cid, registry=r
+        )
         self.model = Info("compressor_ad_model", "Model version in use", registry=r)
 
     def on_run_started(self, executor: Executor, mode: str) -> None:
@@ -78,6 +89,10 @@ class DaemonMetrics(RunObserver):
         Checkpoints that cannot be read (database gone, a value that is no timestamp) leave those gauges as they were."""
         self.run_duration.observe(report.duration_s)
         self.observe_model(executor.model_info())
+        for health in report.thresholds:
+            self.threshold_holds.labels(health.compressor_id).set(1 if health.holds else 0)
+            self.recent_above_threshold.labels(health.compressor_id).set(health.rate)
+            self.calibrated_above_threshold.labels(health.compressor_id).set(health.calibrated_rate)
         try:
             self.observe_checkpoints(executor.engine, executor.tables, executor.settings)
         except (sa.exc.SQLAlchemyError, ValueError) as exc:

@@ -6,7 +6,8 @@ maintenance: the windows that can raise an alert) is far over that
 (models.calibration.threshold_holds), either the compressor is not running normally (its alerts
 say so too) or normal operation has moved away from the calibration period (ageing, new
 set-points, a season), and the alerts it raises are not to be trusted until `calibrate` has been
-run on a normal period. One WARNING per such compressor and run; `status` shows the same figures.
+run on a normal period. One WARNING per such compressor and run; `status` shows the same figures and
+the run's metrics (scheduler/metrics.py) carry them as gauges.
 Read-only: a database error skips the check, never the run.
 """
 from __future__ import annotations
@@ -75,18 +76,19 @@ def assess(
     return found
 
 
-def warn_where_not_holding(
+def check_thresholds(
     engine: sa.Engine, tables: Tables, settings: Settings, model_version: str, calibration: dict[str, dict], compressors: list[str]
 ) -> list[ThresholdHealth]:
-    """assess, one WARNING per compressor whose threshold no longer holds; returns those."""
+    """assess, with one WARNING per compressor whose threshold no longer holds; returns every assessment
+    (none when the database cannot be read: the check is skipped with a WARNING, the run goes on)."""
     try:
-        drifted = [h for h in assess(engine, tables, settings, model_version, calibration, compressors) if not h.holds]
+        found = assess(engine, tables, settings, model_version, calibration, compressors)
     except sa.exc.SQLAlchemyError as exc:
         log.warning("threshold check skipped: %s", str(exc).splitlines()[0])
         return []
-    for health in drifted:
+    for health in (h for h in found if not h.holds):
         log.warning(
             "%s", health.warning(),
             extra={"compressor": health.compressor_id, "recent_windows": health.windows, "recent_flagged": health.flagged, "calibrated_rate": health.calibrated_rate},
         )
-    return drifted
+    return found

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 RULE_TESTS = ROOT / "tests" / "prometheus" / "rules_test.yml"
 ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
-ALERTS = {"CompressorAdRunFailing", "CompressorAdNoSuccessfulRun", "CompressorAdCheckpointLag", "CompressorAlertOpen", "CompressorAdNotificationBacklog"}
+ALERTS = {"CompressorAdRunFailing", "CompressorAdNoSuccessfulRun", "CompressorAdCheckpointLag", "CompressorAlertOpen", "CompressorThresholdNotHolding", "CompressorAdNotificationBacklog"}
 
 
 def rules() -> list[dict]:

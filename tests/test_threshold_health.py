@@ -13,6 +13,7 @@ from db.engine import make_engine
 from db.schema import build_tables
 from models.calibration import DRIFT_FACTOR, calibrated_rate, threshold_holds
 from scheduler.cli import main
+from scheduler.metrics import DaemonMetrics
 from scheduler.runner import Runner
 from scheduler.status import fleet_status, format_status
 from tests.conftest import copy_of_trained_fleet
@@ -60,9 +61,16 @@ def shifted(trained_fleet, tmp_path):
 
 def test_a_run_warns_where_the_threshold_no_longer_holds_and_status_shows_it(shifted, caplog, capsys):
     settings, engine, tables = shifted
+    runner, metrics = Runner(settings, engine), DaemonMetrics()
+    runner.observers.append(metrics)
     with caplog.at_level(logging.WARNING, logger="scheduler.threshold_health"):
-        report = Runner(settings, engine).run_once()
+        report = runner.run_once()
     assert report.ok and sum(o.windows_scored for o in report.outcomes) > 0
+    assert {h.compressor_id: h.holds for h in report.thresholds} == {"C01": False, "C02": True, "C03": True}
+    gauge = metrics.registry.get_sample_value
+    assert gauge("compressor_ad_threshold_holds", {"compressor_id": "C01"}) == 0
+    assert gauge("compressor_ad_threshold_holds", {"compressor_id": "C02"}) == 1
+    assert gauge("compressor_ad_recent_above_threshold_ratio", {"compressor_id": "C01"}) > DRIFT_FACTOR * gauge("compressor_ad_calibrated_above_threshold_ratio", {"compressor_id": "C01"})
     warnings = [r.getMessage() for r in caplog.records if r.name == "scheduler.threshold_health"]
     assert any(m.startswith("compressor C01: ") and "calibrated for 2.0%" in m and "calibrate --start ISO --end ISO --compressor C01" in m for m in warnings), warnings
 
