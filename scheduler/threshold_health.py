@@ -8,7 +8,7 @@ say so too) or normal operation has moved away from the calibration period (agei
 set-points, a season), and the alerts it raises are not to be trusted until `calibrate` has been
 run on a normal period. One WARNING per such compressor and run; `status` shows the same figures and
 the run's metrics (scheduler/metrics.py) carry them as gauges.
-Read-only: a database error skips the check, never the run.
+Read-only: a database error (or an unreadable stored value) skips the check, never the run.
 """
 from __future__ import annotations
 
@@ -83,8 +83,8 @@ def check_thresholds(
     (none when the database cannot be read: the check is skipped with a WARNING, the run goes on)."""
     try:
         found = assess(engine, tables, settings, model_version, calibration, compressors)
-    except sa.exc.SQLAlchemyError as exc:
-        log.warning("threshold check skipped: %s", str(exc).splitlines()[0])
+    except (sa.exc.SQLAlchemyError, ValueError, TypeError) as exc:  # a database gone, a stored value that is no timestamp
+        log.warning("threshold check skipped: %s", (str(exc).splitlines() or [type(exc).__name__])[0])
         return []
     for health in (h for h in found if not h.holds):
         log.warning(

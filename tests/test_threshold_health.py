@@ -15,6 +15,7 @@ from models.calibration import DRIFT_FACTOR, calibrated_rate, threshold_holds
 from scheduler.cli import main
 from scheduler.metrics import DaemonMetrics
 from scheduler.runner import Runner
+from scheduler.threshold_health import check_thresholds
 from scheduler.status import fleet_status, format_status
 from tests.conftest import copy_of_trained_fleet
 
@@ -108,3 +109,11 @@ def test_windows_under_maintenance_do_not_count(shifted, trained_fleet, caplog):
     assert not [r for r in caplog.records if r.name == "scheduler.threshold_health" and "C01" in r.getMessage()]
     c01 = {row["compressor_id"]: row for row in fleet_status(engine, tables, settings)}["C01"]["threshold"]
     assert c01["holds"] is True and c01["windows"] < 100  # the day-1 windows before the maintenance window, at most
+
+
+def test_a_database_gone_skips_the_check_not_the_run(shifted, caplog):
+    settings, engine, tables = shifted
+    gone = make_engine(f"sqlite:///{settings.db_url.removeprefix('sqlite:///')}.missing-dir/none.sqlite")
+    with caplog.at_level(logging.WARNING, logger="scheduler.threshold_health"):
+        assert check_thresholds(gone, tables, settings, "v", {"C01": {"target_rate": 0.02}}, ["C01"]) == []
+    assert any(r.getMessage().startswith("threshold check skipped: ") for r in caplog.records)
