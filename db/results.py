@@ -107,8 +107,6 @@ def recent_flagged(conn: sa.Connection, tables: Tables, compressor_id: str, mode
     latest = conn.execute(sa.select(sa.func.max(table.c.window_end)).where(*mine)).scalar_one()
     if latest is None:
         return 0, 0
-    if isinstance(latest, str):  # SQLite hands aggregates of DateTime columns back as text
-        latest = datetime.fromisoformat(latest)
     windows, flagged = conn.execute(
         sa.select(sa.func.count(), sa.func.sum(sa.case((table.c.is_anomaly, 1), else_=0))).where(
             *mine,

@@ -35,7 +35,7 @@ class ThresholdHealth:
     hours: float
     windows: int
     flagged: int
-    calibrated_rate: float | None
+    calibrated_rate: float
     holds: bool
 
     @property
@@ -44,7 +44,7 @@ class ThresholdHealth:
 
     def cell(self) -> str:
         """'31.2% (2.0%)': recent share above the threshold, and the calibrated one ('!' when it no longer holds)."""
-        if self.calibrated_rate is None or not self.windows:
+        if not self.windows:
             return "-"
         return f"{self.rate:.1%} ({self.calibrated_rate:.1%}){'' if self.holds else ' !'}"
 
